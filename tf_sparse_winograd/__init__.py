@@ -1,0 +1,1 @@
+"""Sparse Winograd-domain convolutions for TensorFlow and Keras 3."""
