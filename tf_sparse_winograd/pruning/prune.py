@@ -1,0 +1,263 @@
+"""Public entry points: `prune_low_magnitude`, `prune_to_density`, `strip_pruning`, `prune_scope`."""
+
+import numbers
+
+import keras
+import numpy as np
+
+from tf_sparse_winograd.pruning import prunable_layer
+from tf_sparse_winograd.pruning import pruning_schedule as schedules
+from tf_sparse_winograd.pruning import pruning_wrapper
+
+PruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
+
+
+def prune_scope():
+    """A custom-object scope holding the pruning classes (not needed: they are registered)."""
+    return keras.saving.custom_object_scope({
+        "PruneLowMagnitude": PruneLowMagnitude,
+        "ConstantSparsity": schedules.ConstantSparsity,
+        "PolynomialDecay": schedules.PolynomialDecay,
+    })
+
+
+def _is_schedule(obj):
+    return isinstance(obj, schedules.PruningSchedule) or (
+        callable(obj) and callable(getattr(obj, "get_config", None)))
+
+
+def _density_schedule(density, name):
+    if isinstance(density, bool) or not isinstance(density, numbers.Real) or not (
+            0.0 < density <= 1.0):
+        raise ValueError(f"A density must be a float in (0, 1]. Received: density={density!r} "
+                         f"for layer {name!r}")
+    return schedules.ConstantSparsity(1.0 - float(density), begin_step=0)
+
+
+def _resolve(spec, layer):
+    """The schedule for `layer` from a schedule, a density, a {name: ...} dict or a callable."""
+    if isinstance(spec, dict):
+        value = spec.get(layer.name)
+    elif _is_schedule(spec) or spec is None or isinstance(spec, numbers.Real):
+        value = spec
+    elif callable(spec):
+        value = spec(layer)
+    else:
+        raise ValueError("`pruning_schedule` must be a schedule, a density, a dict "
+                         f"{{layer_name: schedule or density}} or a callable layer -> schedule. "
+                         f"Received: pruning_schedule={spec!r}")
+    if value is None:
+        return None
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return _density_schedule(value, layer.name)
+    return schedules.coerce_schedule(value)
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        if isinstance(layer, keras.Model) and not isinstance(layer, PruneLowMagnitude):
+            yield from _all_layers(layer)
+        else:
+            yield layer
+
+
+def _first_convolution(model):
+    for layer in _all_layers(model):
+        inner = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
+        if prunable_layer.is_convolution(inner):
+            return layer
+    return None
+
+
+def _check_model(model, function_name):
+    # A functional model is a keras.Model built as a graph of nodes (keras.src's Functional).
+    if not (isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")):
+        raise ValueError(f"`{function_name}` supports Sequential and functional models only "
+                         f"(subclassed models are not supported). Received: {type(model).__name__}")
+    if not model.built:
+        raise ValueError(f"`{function_name}` needs a built model (give it an Input or call it "
+                         "once on data).")
+
+
+def _clone(model, make_layer):
+    """clone_model with fresh layers from make_layer(layer) -> (new_layer, copy_weights_fn)."""
+    copies = []
+
+    def clone_function(layer):
+        new_layer, copy = make_layer(layer)
+        copies.append((new_layer, copy))
+        return new_layer
+
+    clone = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+    for new_layer, copy in copies:
+        copy(new_layer)
+    return clone
+
+
+def _fresh(layer):
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _copy_from(source):
+    weights = source.get_weights()
+
+    def copy(target):
+        target.set_weights(weights)
+    return copy
+
+
+def prune_low_magnitude(to_prune, pruning_schedule=schedules.ConstantSparsity(0.5, 0),
+                        skip_first_conv=False, **kwargs):
+    """Wraps prunable layers in `PruneLowMagnitude` (tfmot's API, for Keras 3).
+
+    Args:
+      to_prune: a layer, a list of layers, or a built Sequential / functional model. A model is
+        cloned (fresh layers holding copies of the weights; the original is left untouched) and
+        its optimizer is not carried over.
+      pruning_schedule: what to prune, per layer:
+        * a schedule (`ConstantSparsity`, `PolynomialDecay`, a tfmot schedule, or any callable
+          step -> (should_prune, sparsity) with `get_config`) applied to every prunable layer;
+        * a float density d in (0, 1], short for `ConstantSparsity(1 - d, begin_step=0)`;
+        * a dict {layer name: schedule, density or None}; layers not named are not pruned;
+        * a callable layer -> schedule, density or None.
+      skip_first_conv: leave the first convolution of a model unpruned (the paper's default; off
+        here by default, as in tfmot).
+      **kwargs: passed to the wrapper when `to_prune` is a single layer.
+
+    Returns:
+      The wrapped layer, list or model. Non-prunable layers, and layers whose schedule resolves to
+      None, are left as they are. Layers already wrapped are kept.
+    """
+    def wrap(layer, **extra):
+        if isinstance(layer, PruneLowMagnitude) or not prunable_layer.is_prunable(layer):
+            return layer
+        schedule = _resolve(pruning_schedule, layer)
+        if schedule is None:
+            return layer
+        return PruneLowMagnitude(layer, pruning_schedule=schedule, **extra)
+
+    if isinstance(to_prune, (list, tuple)):
+        return [wrap(layer) for layer in to_prune]
+    if isinstance(to_prune, keras.Model):
+        _check_model(to_prune, "prune_low_magnitude")
+        skipped = _first_convolution(to_prune) if skip_first_conv else None
+
+        def make_layer(layer):
+            if isinstance(layer, PruneLowMagnitude):
+                return PruneLowMagnitude.from_config(layer.get_config()), _copy_from(layer)
+            new_layer = _fresh(layer)
+            copy = _copy_from(layer)
+            if layer is skipped:
+                return new_layer, copy
+            wrapped = wrap(new_layer)
+            if wrapped is new_layer:
+                return new_layer, copy
+            return wrapped, lambda w: copy(w.layer)
+
+        return _clone(to_prune, make_layer)
+    if isinstance(to_prune, keras.layers.Layer):
+        if not prunable_layer.is_prunable(to_prune):
+            raise ValueError("Layer is not prunable: it has no `get_prunable_weights()` and is not "
+                             f"a Keras convolution or Dense layer. Received: {to_prune.name!r}")
+        return wrap(to_prune, **kwargs)
+    raise ValueError("`prune_low_magnitude` accepts a Keras layer, a list of layers, or a "
+                     f"Sequential / functional model. Received: {type(to_prune).__name__}")
+
+
+def _density_for(spec, layer):
+    if isinstance(spec, dict):
+        return spec.get(layer.name)
+    if callable(spec) and not isinstance(spec, numbers.Real):
+        return spec(layer)
+    return spec
+
+
+def prune_to_density(model, density, skip_first_conv=True):
+    """The paper's one-shot step: prune every prunable layer to `density` by magnitude, now.
+
+    Each prunable weight keeps exactly max(1, round(density * size)) entries, the largest in
+    absolute value (ties: lower flat index first). The returned model is wrapped for retraining
+    with the masks fixed: its schedule is `ConstantSparsity(1 - density, 0, end_step=0)` and its
+    pruning step is already 1, so training never recomputes the masks, and the optimizer keeps the
+    pruned weights at exactly zero.
+
+    Args:
+      model: a built Sequential or functional model; pruning wrappers already in it are stripped
+        first (their zeros kept), so rounds of pruning (0.7, 0.6, ...) are repeated calls.
+      density: a float in (0, 1], a dict {layer name: density or None} (layers not named are not
+        pruned) or a callable layer -> density or None.
+      skip_first_conv: leave the first convolution dense (the paper's default).
+
+    Returns:
+      A new model with `PruneLowMagnitude` wrappers; compile it and train with
+      `UpdatePruningStep`.
+    """
+    _check_model(model, "prune_to_density")
+    if pruning_wrapper.collect_prunable_layers(model):
+        model = strip_pruning(model)
+    densities = {}
+
+    def schedule_for(layer):
+        d = _density_for(density, layer)
+        if d is None:
+            return None
+        schedules_d = _density_schedule(d, layer.name)  # validates d
+        densities[layer.name] = float(d)
+        return schedules.ConstantSparsity(schedules_d.target_sparsity, begin_step=0, end_step=0,
+                                          frequency=1)
+
+    pruned = prune_low_magnitude(model, pruning_schedule=schedule_for,
+                                 skip_first_conv=skip_first_conv)
+    for wrapper in pruning_wrapper.collect_prunable_layers(pruned):
+        d = densities[wrapper.layer.name]
+        keeps = [max(1, int(round(d * int(np.prod(w.shape))))) for w in wrapper.prunable_weights]
+        wrapper.pruning_obj.mask_update_to_count(keeps)
+        wrapper.pruning_obj.assign_step(wrapper.pruning_step, np.int64(1))
+    return pruned
+
+
+def _masked_weights(wrapper):
+    inner = wrapper.layer
+    masks = {id(w): m for w, m, _ in wrapper.pruning_vars}
+    values = []
+    for variable in inner.weights:
+        value = keras.ops.convert_to_numpy(variable)
+        if id(variable) in masks:
+            value = value * keras.ops.convert_to_numpy(masks[id(variable)]).astype(value.dtype)
+        values.append(value)
+    return values
+
+
+def strip_pruning(model):
+    """Removes the pruning wrappers: a plain model with the same layer classes and names.
+
+    The weights are copies with the masks applied (pruned entries exactly zero); the wrapped
+    layers' variable constraints are not carried over. Accepts a Sequential / functional model or
+    a single built `PruneLowMagnitude` layer (returns a new, built copy of the inner layer).
+    """
+    if isinstance(model, PruneLowMagnitude):
+        return _strip_wrapper(model)
+    if not isinstance(model, keras.Model):
+        raise ValueError(f"`strip_pruning` expects a keras.Model. Received: {type(model).__name__}")
+    _check_model(model, "strip_pruning")
+
+    def make_layer(layer):
+        if isinstance(layer, PruneLowMagnitude):
+            weights = _masked_weights(layer)
+            return _fresh(layer.layer), lambda new: new.set_weights(weights)
+        return _fresh(layer), _copy_from(layer)
+
+    return _clone(model, make_layer)
+
+
+def _strip_wrapper(wrapper):
+    if not wrapper.built:
+        raise ValueError("`strip_pruning` needs a built wrapper.")
+    new_layer = _fresh(wrapper.layer)
+    shapes = getattr(wrapper.layer, "_build_shapes_dict", None)
+    if shapes:
+        new_layer.build(**shapes)
+    else:
+        new_layer.build(None)
+    new_layer.set_weights(_masked_weights(wrapper))
+    return new_layer

@@ -1,0 +1,151 @@
+"""Magnitude-pruning maths: masks, thresholds and their cross-replica-safe updates.
+
+Knows nothing of Keras layers: `Pruning` takes a step callable, a schedule and a list of
+`(weight, mask, threshold)` variable triples (tf.Variables, Keras variables or distributed
+variables) and returns the ops that update them.
+
+Mask rule: to keep density d of a tensor of n elements, keep exactly k = max(1, round(n * d)) of
+them, the k largest in absolute value; among equal magnitudes the element with the lower flat
+(row-major) index is kept, so the result is deterministic and its density is exact.
+
+Distribution: every assignment goes through `_assign`, which (in a replica context) enters the
+cross-replica context with `merge_call` and writes through `strategy.extended.update`. A new mask is
+computed once, from the weight as read in the cross-replica context (the primary copy), and the same
+tensor is written to every replica, so masks are identical across replicas by construction.
+"""
+
+import tensorflow as tf
+
+
+def _variable(v):
+    """The tf.Variable (possibly distributed) behind a Keras variable."""
+    inner = getattr(v, "_value", None)  # keras.Variable (TensorFlow backend) holds a tf.Variable.
+    return inner if isinstance(inner, tf.Variable) else v
+
+
+def keep_count(size, sparsity):
+    """Number of elements kept at `sparsity`: max(1, round(size * (1 - sparsity))) (tfmot's rule).
+
+    Computed in float32 as tfmot does, with round-half-to-even.
+    """
+    size = tf.cast(size, tf.float32)
+    keep = tf.math.round(size * (1.0 - tf.cast(sparsity, tf.float32)))
+    return tf.cast(tf.math.maximum(keep, 1.0), tf.int32)
+
+
+def magnitude_mask(weights, keep):
+    """Returns (threshold, mask) keeping the `keep` largest |weights|.
+
+    Args:
+      weights: a float tensor of any shape.
+      keep: int scalar (Python or tensor), clipped to [1, size].
+
+    Returns:
+      threshold: |w| of the smallest kept element, in weights.dtype.
+      mask: 0/1 tensor of weights' shape and dtype with exactly `keep` ones.
+    """
+    weights = tf.convert_to_tensor(weights)
+    flat = tf.reshape(tf.math.abs(weights), [-1])
+    size = tf.size(flat)
+    keep = tf.clip_by_value(tf.cast(keep, tf.int32), 1, size)
+    # top_k is stable: among equal values the lower index comes first.
+    values, indices = tf.math.top_k(flat, k=size, sorted=True)
+    kept = indices[:keep]
+    mask = tf.scatter_nd(tf.expand_dims(kept, 1), tf.ones_like(kept, dtype=weights.dtype),
+                         tf.expand_dims(size, 0))
+    threshold = tf.gather(values, keep - 1)
+    return tf.cast(threshold, weights.dtype), tf.reshape(mask, tf.shape(weights))
+
+
+def _in_cross_replica(fn):
+    """Runs fn(strategy) in a cross-replica context, entering it with merge_call when needed."""
+    if tf.distribute.in_cross_replica_context():
+        return fn(tf.distribute.get_strategy())
+    return tf.distribute.get_replica_context().merge_call(fn)
+
+
+def _assign(strategy, variable, value):
+    """Assigns `value` (a tensor, the same for every replica) to `variable` on every device."""
+    return strategy.extended.update(
+        _variable(variable), lambda v, x: v.assign(tf.cast(x, v.dtype)), args=(value,),
+        group=True)
+
+
+def _apply_mask(strategy, weight, mask):
+    """weight <- weight * mask on every device, each with its own copy of both."""
+    return strategy.extended.update(
+        _variable(weight), lambda w, m: w.assign(w * tf.cast(m, w.dtype)),
+        args=(_variable(mask),), group=True)
+
+
+class Pruning:
+    """Magnitude-based pruning of a set of weights.
+
+    Args:
+      step_fn: callable returning the current pruning step (int64 scalar).
+      pruning_vars: list of (weight, mask, threshold) variable triples.
+      pruning_schedule: callable step -> (should_prune, sparsity).
+    """
+
+    def __init__(self, step_fn, pruning_vars, pruning_schedule):
+        self._step_fn = step_fn
+        self._pruning_vars = list(pruning_vars)
+        self._pruning_schedule = pruning_schedule
+
+    @property
+    def pruning_vars(self):
+        return list(self._pruning_vars)
+
+    def _mask_update(self, strategy, keep_fn):
+        updates = []
+        for weight, mask, threshold in self._pruning_vars:
+            value = tf.convert_to_tensor(_variable(weight))
+            new_threshold, new_mask = magnitude_mask(value, keep_fn(tf.size(value)))
+            updates.append(_assign(strategy, mask, new_mask))
+            updates.append(_assign(strategy, threshold, new_threshold))
+            with tf.control_dependencies(updates):
+                updates.append(_apply_mask(strategy, weight, mask))
+        return tf.group(updates)
+
+    def conditional_mask_update(self, step=None):
+        """Recomputes masks (and zeroes pruned weights) if the schedule prunes at `step`.
+
+        `step` defaults to `step_fn()`. Safe in replica and cross-replica contexts.
+        """
+        def fn(strategy):
+            current = self._step_fn() if step is None else step
+            should_prune, sparsity = self._pruning_schedule(current)
+            return tf.cond(
+                tf.convert_to_tensor(should_prune),
+                lambda: self._mask_update(strategy, lambda size: keep_count(size, sparsity)),
+                tf.no_op)
+        return _in_cross_replica(fn)
+
+    def mask_update_to_count(self, keep_counts):
+        """Unconditionally prunes weight i to exactly keep_counts[i] elements."""
+        keep_counts = list(keep_counts)
+        if len(keep_counts) != len(self._pruning_vars):
+            raise ValueError(f"Expected {len(self._pruning_vars)} keep counts. "
+                             f"Received: keep_counts={keep_counts}")
+
+        def fn(strategy):
+            updates = []
+            for (weight, mask, threshold), keep in zip(self._pruning_vars, keep_counts):
+                value = tf.convert_to_tensor(_variable(weight))
+                new_threshold, new_mask = magnitude_mask(value, keep)
+                updates.append(_assign(strategy, mask, new_mask))
+                updates.append(_assign(strategy, threshold, new_threshold))
+                with tf.control_dependencies(updates):
+                    updates.append(_apply_mask(strategy, weight, mask))
+            return tf.group(updates)
+        return _in_cross_replica(fn)
+
+    def weight_mask_op(self):
+        """weight <- weight * mask for every pruned weight."""
+        def fn(strategy):
+            return tf.group([_apply_mask(strategy, w, m) for w, m, _ in self._pruning_vars])
+        return _in_cross_replica(fn)
+
+    def assign_step(self, step_variable, value):
+        """Sets a step variable on every replica."""
+        return _in_cross_replica(lambda strategy: _assign(strategy, step_variable, value))
