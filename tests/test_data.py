@@ -1,0 +1,107 @@
+"""Tests for tf_sparse_winograd.data: the IDX reader, the pipelines and the error message."""
+
+import gzip
+import os
+import struct
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tf_sparse_winograd import data
+
+
+def _write_fashion_idx(directory, n_train=40, n_test=20, compress=True, seed=0):
+    rng = np.random.default_rng(seed)
+    suffix = ".gz" if compress else ""
+    arrays = {}
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=(n,), dtype=np.uint8)
+        data.write_idx(os.path.join(directory, f"{split}-images-idx3-ubyte{suffix}"), images)
+        data.write_idx(os.path.join(directory, f"{split}-labels-idx1-ubyte{suffix}"), labels)
+        arrays[split] = (images, labels)
+    return arrays
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_read_idx_roundtrip(tmp_path, compress):
+    arrays = _write_fashion_idx(str(tmp_path), compress=compress)
+    images, labels = data.load_idx_split(str(tmp_path), "train")
+    np.testing.assert_array_equal(images[..., 0], arrays["train"][0])
+    np.testing.assert_array_equal(labels, arrays["train"][1])
+    assert images.shape == (40, 28, 28, 1) and images.dtype == np.uint8
+
+
+def test_read_idx_parses_header_by_hand(tmp_path):
+    # A hand-written file: magic 0x00000803, dims 2 x 3 x 2 (big-endian), then 12 bytes.
+    raw = bytes([0, 0, 8, 3]) + struct.pack(">3i", 2, 3, 2) + bytes(range(12))
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(raw))
+    np.testing.assert_array_equal(data.read_idx(str(path)), np.arange(12).reshape(2, 3, 2))
+
+
+def test_read_idx_rejects_bad_files(tmp_path):
+    bad = tmp_path / "bad"
+    bad.write_bytes(b"\x12\x34\x08\x01" + struct.pack(">i", 3) + b"abc")
+    with pytest.raises(ValueError, match="magic"):
+        data.read_idx(str(bad))
+    short = tmp_path / "short"
+    short.write_bytes(b"\x00\x00\x08\x01" + struct.pack(">i", 5) + b"abc")
+    with pytest.raises(ValueError, match="header says"):
+        data.read_idx(str(short))
+
+
+def test_idx_pipeline_normalizes_and_batches(tmp_path):
+    arrays = _write_fashion_idx(str(tmp_path))
+    ds, info = data.load_dataset("fashion_mnist", "test", batch_size=8, source="idx",
+                                 data_dir=str(tmp_path))
+    assert info["examples"] == 20 and info["source"].startswith("idx:")
+    images, labels = next(iter(ds))
+    assert images.shape == (8, 28, 28, 1) and labels.dtype.name == "int32"
+    spec = data.get_spec("fashion_mnist")
+    expected = (arrays["t10k"][0][:8, ..., None] / 255.0 - spec.mean[0]) / spec.std[0]
+    np.testing.assert_allclose(images.numpy(), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(labels.numpy(), arrays["t10k"][1][:8])
+
+
+def test_training_pipeline_augments_and_subsets(tmp_path):
+    _write_fashion_idx(str(tmp_path))
+    ds, info = data.load_dataset("fashion_mnist", "train", batch_size=16, training=True,
+                                 max_examples=32, source="idx", data_dir=str(tmp_path))
+    assert info["examples"] == 32
+    batches = list(ds)
+    assert sum(int(b[0].shape[0]) for b in batches) == 32
+    assert batches[0][0].shape[1:] == (28, 28, 1)
+
+
+def test_auto_falls_back_to_idx_and_error_names_the_fix(tmp_path, monkeypatch):
+    _write_fashion_idx(str(tmp_path))
+
+    def no_tfds(*args, **kwargs):
+        raise AssertionError("Dataset fashion_mnist: could not find data")
+    monkeypatch.setattr(data, "_tfds_split", no_tfds)
+    _, info = data.load_dataset("fashion_mnist", "test", 4, data_dir=str(tmp_path))
+    assert info["source"].startswith("idx:")
+    with pytest.raises(data.DataNotFoundError, match="apt-get install dataset-fashion-mnist"):
+        data.load_dataset("fashion_mnist", "test", 4, data_dir=str(tmp_path / "missing"))
+    with pytest.raises(data.DataNotFoundError, match="--data_dir"):
+        data.load_dataset("fashion_mnist", "test", 4, data_dir=str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("name,shape", [("cifar10", (32, 32, 3)), ("cifar100", (32, 32, 3)),
+                                        ("fashion_mnist", (28, 28, 1))])
+def test_tfds_pipelines_with_mock_data(name, shape):
+    with tfds.testing.mock_data(num_examples=24):
+        ds, info = data.load_dataset(name, "train", batch_size=8, training=True, source="tfds")
+        images, labels = next(iter(ds))
+    assert info["source"] == "tfds" and info["examples"] == 24
+    assert images.shape == (8,) + shape
+    assert int(labels.numpy().max()) < data.get_spec(name).num_classes
+
+
+def test_unknown_dataset_and_source():
+    with pytest.raises(ValueError, match="dataset"):
+        data.get_spec("mnist")
+    with pytest.raises(ValueError, match="fashion_mnist only"):
+        data.raw_dataset("cifar10", "train", source="idx")
