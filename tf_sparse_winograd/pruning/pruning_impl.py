@@ -57,8 +57,25 @@ def magnitude_mask(weights, keep):
     return tf.cast(threshold, weights.dtype), tf.reshape(mask, tf.shape(weights))
 
 
-def _in_cross_replica(fn):
-    """Runs fn(strategy) in a cross-replica context, entering it with merge_call when needed."""
+def _strategy_of(variables):
+    for v in variables:
+        strategy = getattr(_variable(v), "distribute_strategy", None)
+        if strategy is not None:
+            return strategy
+    return None
+
+
+def _in_cross_replica(fn, variables=()):
+    """Runs fn(strategy) in a cross-replica context, entering it with merge_call when needed.
+
+    Outside any strategy scope (e.g. in a Keras callback) with distributed `variables`, enters
+    their strategy's scope, whose default context is cross-replica.
+    """
+    if not tf.distribute.has_strategy():
+        strategy = _strategy_of(variables)
+        if strategy is not None:
+            with strategy.scope():
+                return fn(strategy)
     if tf.distribute.in_cross_replica_context():
         return fn(tf.distribute.get_strategy())
     return tf.distribute.get_replica_context().merge_call(fn)
@@ -119,7 +136,10 @@ class Pruning:
                 tf.convert_to_tensor(should_prune),
                 lambda: self._mask_update(strategy, lambda size: keep_count(size, sparsity)),
                 tf.no_op)
-        return _in_cross_replica(fn)
+        return _in_cross_replica(fn, self._all_variables())
+
+    def _all_variables(self):
+        return [v for triple in self._pruning_vars for v in triple]
 
     def mask_update_to_count(self, keep_counts):
         """Unconditionally prunes weight i to exactly keep_counts[i] elements."""
@@ -138,14 +158,15 @@ class Pruning:
                 with tf.control_dependencies(updates):
                     updates.append(_apply_mask(strategy, weight, mask))
             return tf.group(updates)
-        return _in_cross_replica(fn)
+        return _in_cross_replica(fn, self._all_variables())
 
     def weight_mask_op(self):
         """weight <- weight * mask for every pruned weight."""
         def fn(strategy):
             return tf.group([_apply_mask(strategy, w, m) for w, m, _ in self._pruning_vars])
-        return _in_cross_replica(fn)
+        return _in_cross_replica(fn, self._all_variables())
 
     def assign_step(self, step_variable, value):
         """Sets a step variable on every replica."""
-        return _in_cross_replica(lambda strategy: _assign(strategy, step_variable, value))
+        return _in_cross_replica(lambda strategy: _assign(strategy, step_variable, value),
+                                 [step_variable])

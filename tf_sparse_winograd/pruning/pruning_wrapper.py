@@ -132,7 +132,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             update = self.pruning_obj.conditional_mask_update(step=step)
             with tf.control_dependencies([update]):
                 return pruning_impl._assign(strategy, self.pruning_step, step + 1)
-        return pruning_impl._in_cross_replica(fn)
+        return pruning_impl._in_cross_replica(fn, [self.pruning_step])
 
     def call(self, inputs, training=None, **kwargs):
         if isinstance(training, (bool, type(None))):
