@@ -1,0 +1,141 @@
+"""`to_sparse(model)`: a clone of a Keras model whose Winograd convolutions run on the sparse op.
+
+Every `WinogradConv2D` (plain, stripped or still in a pruning wrapper) becomes a
+`SparseWinogradConv2D` holding only its nonzeros. Where it is safe (see `folding`), an
+inference-mode BatchNormalization right after a convolution or Dense layer is folded into its
+kernel and bias, and a ReLU right after that is fused into the layer. Every other layer is cloned
+with its weights. The original model is left untouched.
+"""
+
+import keras
+
+from tf_sparse_winograd.export import folding
+from tf_sparse_winograd.layers.sparse_winograd_conv2d import SparseWinogradConv2D
+from tf_sparse_winograd.layers.sparse_winograd_conv2d import unwrap_pruned
+
+
+class _Absorbed:
+    """Stands in for a layer folded into the layer before it: calling it passes its input on."""
+
+    def __init__(self, layer):
+        self.layer = layer
+
+
+def _is_pruning_wrapper(layer):
+    return isinstance(layer, keras.layers.Wrapper) and hasattr(layer, "pruning_vars")
+
+
+def _strip_pruning_if_needed(model):
+    """Pruning wrappers around layers other than WinogradConv2D are removed with `strip_pruning`.
+
+    Wrapped Winograd layers are handled directly (their mask is applied when packing).
+    """
+    wrapped = [layer for layer in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
+               if _is_pruning_wrapper(layer) and folding.winograd_layer_of(layer) is None]
+    if not wrapped:
+        return model
+    from tf_sparse_winograd import pruning  # pylint: disable=import-outside-toplevel
+    return pruning.strip_pruning(model)
+
+
+def _sparse_head(chain):
+    """The layer replacing a chain's head (with the chain's batch norm and ReLU folded in)."""
+    head = folding.head_of(chain.conv)
+    if isinstance(head, keras.layers.Dense):
+        kernel = keras.ops.convert_to_numpy(head.kernel)
+        bias = keras.ops.convert_to_numpy(head.bias) if head.use_bias else None
+    else:
+        head, kernel = unwrap_pruned(chain.conv)
+        bias = keras.ops.convert_to_numpy(head.bias) if head.use_bias else None
+    if chain.batch_norm is not None:
+        kernel, bias = folding.fold_affine(kernel, bias, *folding.batch_norm_affine(chain.batch_norm))
+    activation = "relu" if chain.relu is not None else keras.activations.serialize(head.activation)
+    if isinstance(head, keras.layers.Dense):
+        config = head.get_config()
+        config.update(activation=activation, use_bias=bias is not None)
+        dense = keras.layers.Dense.from_config(config)
+        dense.build((None, kernel.shape[0]))
+        dense.kernel.assign(kernel)
+        if bias is not None:
+            dense.bias.assign(bias)
+        return dense
+    return SparseWinogradConv2D.from_kernel(
+        kernel, bias, tile_size=head.tile_size, padding=head.padding, activation=activation,
+        winograd_relu=head.winograd_relu, name=head.name)
+
+
+class _Cloner:
+    """Maps each original layer to its replacement, once per layer (shared layers stay shared)."""
+
+    def __init__(self, chains, fold_batch_norm, fuse_relu):
+        self.chains = chains
+        self.absorbed = {id(layer) for chain in chains.values() for layer in chain.absorbed}
+        self.fold_batch_norm = fold_batch_norm
+        self.fuse_relu = fuse_relu
+        self.clones = {}
+        self.weight_copies = []
+
+    def __call__(self, layer):
+        if id(layer) not in self.clones:
+            self.clones[id(layer)] = self._replace(layer)
+        return self.clones[id(layer)]
+
+    def _replace(self, layer):
+        if id(layer) in self.absorbed:
+            return _Absorbed(layer)
+        chain = self.chains.get(id(layer))
+        if chain is not None and (chain.absorbed or folding.winograd_layer_of(layer) is not None):
+            return _sparse_head(chain)
+        if isinstance(layer, keras.Model):
+            return to_sparse(layer, self.fold_batch_norm, self.fuse_relu)
+        if folding.winograd_layer_of(layer) is not None:  # Shared Winograd layer: no folding.
+            return _sparse_head(folding.Chain(layer))
+        clone = layer.__class__.from_config(layer.get_config())
+        self.weight_copies.append((layer, clone))
+        return clone
+
+    def copy_weights(self):
+        for layer, clone in self.weight_copies:
+            clone.set_weights(layer.get_weights())
+
+
+def _call(layer, *args, **kwargs):
+    if isinstance(layer, _Absorbed):
+        return args[0]
+    return layer(*args, **kwargs)
+
+
+def to_sparse(model, fold_batch_norm=True, fuse_relu=True):
+    """A clone of a built Sequential or functional `model` for sparse inference.
+
+    Args:
+      model: a built Keras Sequential or functional model, possibly with pruning wrappers.
+      fold_batch_norm: fold a BatchNormalization directly after a WinogradConv2D or Dense layer
+        (with no activation of its own, whose output feeds only the batch norm) into its kernel
+        and bias, with the moving statistics (inference mode).
+      fuse_relu: fuse a plain ReLU directly after such a layer (or its batch norm) into it.
+
+    Returns:
+      A new model of the same kind; the WinogradConv2D layers are SparseWinogradConv2D layers
+      with the same names, folded batch norm and ReLU layers are gone.
+    """
+    if not isinstance(model, keras.Model) or not model.built:
+        raise ValueError(f"`model` must be a built Keras model. Received: model={model!r}")
+    model = _strip_pruning_if_needed(model)
+    if isinstance(model, keras.Sequential):
+        chains = folding.plan_sequential(model.layers, fold_batch_norm, fuse_relu)
+        cloner = _Cloner(chains, fold_batch_norm, fuse_relu)
+        layers = [cloner(layer) for layer in model.layers]
+        source = model.inputs[0]
+        inputs = keras.Input(batch_shape=source.shape, dtype=source.dtype, name=source.name)
+        clone = keras.Sequential([inputs] + [layer for layer in layers
+                                             if not isinstance(layer, _Absorbed)], name=model.name)
+    elif hasattr(model, "_nodes_by_depth"):
+        chains = folding.plan_functional(model, fold_batch_norm, fuse_relu)
+        cloner = _Cloner(chains, fold_batch_norm, fuse_relu)
+        clone = keras.models.clone_model(model, clone_function=cloner, call_function=_call)
+    else:
+        raise ValueError("`to_sparse` supports Sequential and functional models. Received a "
+                         f"subclassed model: {type(model).__name__}")
+    cloner.copy_weights()
+    return clone

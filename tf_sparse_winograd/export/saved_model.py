@@ -1,0 +1,117 @@
+"""SavedModel export whose graph runs the sparse Winograd op, and loading it back.
+
+A SavedModel that contains the custom op can only be loaded in a process where the op is
+registered: `import tf_sparse_winograd` (which loads the op library) or
+`load_saved_model(path)` (which loads it and explains a failure) before `tf.saved_model.load`.
+"""
+
+import os
+
+import keras
+import tensorflow as tf
+
+from tf_sparse_winograd.export import folding
+from tf_sparse_winograd.export.convert import to_sparse
+from tf_sparse_winograd.layers.sparse_winograd_conv2d import SparseWinogradConv2D
+
+SIGNATURE_KEY = "serving_default"
+DEFAULT_OP_NAME = "SparseWinograd>Conv2D"
+
+
+def sparse_op_name():
+    """The registered name of the sparse convolution op."""
+    from tf_sparse_winograd import ops  # pylint: disable=import-outside-toplevel
+    return getattr(ops, "OP_NAME", DEFAULT_OP_NAME)
+
+
+def _layers(model):
+    return list(model._flatten_layers(include_self=False))  # pylint: disable=protected-access
+
+
+def graph_op_types(path):
+    """The set of op types in a SavedModel's graph and all of its functions."""
+    from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=import-outside-toplevel
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    types = set()
+    for meta_graph in saved_model.meta_graphs:
+        types.update(node.op for node in meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            types.update(node.op for node in function.node_def)
+    return types
+
+
+def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_relu=True):
+    """Writes `model` as a SavedModel with a `serving_default` signature (batch dimension None).
+
+    Args:
+      model: a built Keras model. With `convert=True`, a model holding WinogradConv2D layers
+        (plain, stripped or pruning-wrapped) is first converted with `to_sparse`, so the
+        SavedModel's graph runs the sparse op and stores only the nonzeros.
+      path: the SavedModel directory.
+      convert: False exports the model as it is (e.g. a dense reference model).
+      fold_batch_norm, fuse_relu: passed to `to_sparse`.
+
+    Returns:
+      The Keras model that was exported (the sparse clone when a conversion took place).
+
+    Raises:
+      RuntimeError: if the model has sparse layers but the written graph lacks the sparse op.
+    """
+    if convert and any(folding.winograd_layer_of(layer) is not None for layer in _layers(model)):
+        model = to_sparse(model, fold_batch_norm=fold_batch_norm, fuse_relu=fuse_relu)
+    specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype, name=t.name)
+             for t in model.inputs]
+
+    def serve(*inputs):
+        return model(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(SIGNATURE_KEY, serve, input_signature=specs)
+    archive.write_out(path, verbose=False)
+    if any(isinstance(layer, SparseWinogradConv2D) for layer in _layers(model)):
+        op_name = sparse_op_name()
+        if op_name not in graph_op_types(path):
+            raise RuntimeError(f"The SavedModel written to {path} does not run the sparse op "
+                               f"'{op_name}'. Is the op library built and loaded? "
+                               "(tf_sparse_winograd.ops fell back to its reference path.)")
+    return model
+
+
+def missing_op_message(path, error=None):
+    """Explains how to make a SavedModel that uses the sparse op loadable."""
+    op_name = DEFAULT_OP_NAME
+    message = (f"The SavedModel at '{path}' uses the custom op '{op_name}' of tf-sparse-winograd, "
+               "which is not registered in this process. Fix: install the package built against "
+               f"this TensorFlow ({tf.__version__}), e.g. `pip install tf-sparse-winograd` (or "
+               "`pip install .` in its source tree), then `import tf_sparse_winograd` before "
+               "`tf.saved_model.load`, or load with `tf_sparse_winograd.export.load_saved_model`.")
+    if error is not None:
+        message += f"\nOriginal error: {error}"
+    return message
+
+
+def _load_op_library():
+    from tf_sparse_winograd import ops  # pylint: disable=import-outside-toplevel
+    ops.load_library()
+
+
+def load_saved_model(path, **kwargs):
+    """`tf.saved_model.load(path)` after registering the sparse op, with a clear error if it fails.
+
+    Raises:
+      tf.errors.NotFoundError: naming the missing op and the fix, when the op library cannot be
+        loaded or the SavedModel needs an op that is not registered.
+    """
+    try:
+        _load_op_library()
+    except Exception as error:  # pylint: disable=broad-except
+        raise tf.errors.NotFoundError(None, None, missing_op_message(path, error)) from error
+    try:
+        return tf.saved_model.load(path, **kwargs)
+    except tf.errors.NotFoundError as error:
+        if DEFAULT_OP_NAME.split(">", maxsplit=1)[0] in str(error):
+            raise tf.errors.NotFoundError(None, None, missing_op_message(path, error)) from error
+        raise
