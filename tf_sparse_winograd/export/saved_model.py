@@ -42,6 +42,26 @@ def graph_op_types(path):
     return types
 
 
+def saved_model_size(path):
+    """{'variables': bytes of the variable files, 'constants': bytes of the graph's Const tensors}."""
+    from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=import-outside-toplevel
+    variables_dir = os.path.join(path, "variables")
+    variables = sum(os.path.getsize(os.path.join(variables_dir, name))
+                    for name in os.listdir(variables_dir)) if os.path.isdir(variables_dir) else 0
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    constants = 0
+    for meta_graph in saved_model.meta_graphs:
+        node_lists = [meta_graph.graph_def.node] + [
+            function.node_def for function in meta_graph.graph_def.library.function]
+        for nodes in node_lists:
+            for node in nodes:
+                if node.op == "Const" and "value" in node.attr:
+                    constants += node.attr["value"].tensor.ByteSize()
+    return {"variables": variables, "constants": constants}
+
+
 def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_relu=True):
     """Writes `model` as a SavedModel with a `serving_default` signature (batch dimension None).
 
@@ -95,7 +115,7 @@ def missing_op_message(path, error=None):
 
 def _load_op_library():
     from tf_sparse_winograd import ops  # pylint: disable=import-outside-toplevel
-    ops.load_library()
+    ops.load_op_library()
 
 
 def load_saved_model(path, **kwargs):

@@ -171,6 +171,9 @@ class SparseWinogradConv2D(keras.layers.Layer):
             bias=tf.convert_to_tensor(self.bias) if self.use_bias else None,
             tile_size=self.tile_size, padding=self.padding.upper(),
             winograd_relu=self.winograd_relu, activation=fused)
+        # The op's shape function cannot see the filter count when the packed shape is a
+        # variable (as in a SavedModel); the layer knows it.
+        outputs.set_shape(self.compute_output_shape(tuple(inputs.shape)))
         if fused is None and name != "linear":
             outputs = self.activation(outputs)
         return tf.cast(outputs, self.compute_dtype)

@@ -1,0 +1,259 @@
+"""to_sparse, batch-norm folding, and SavedModels that run the sparse op, reloaded in a fresh process."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_sparse_winograd import export
+from tf_sparse_winograd.layers.sparse_winograd_conv2d import SparseWinogradConv2D
+from tf_sparse_winograd.layers.winograd_conv2d import WinogradConv2D
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+OP_NAME = "SparseWinograd>Conv2D"
+INPUT_SHAPE = (32, 32, 3)
+
+
+def _run_python(code, timeout=600, **env):
+    """Runs `code` in a fresh interpreter with the repository importable; returns stdout."""
+    environment = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3", **env)
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
+                            text=True, timeout=timeout, env=environment, check=False)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return result.stdout
+
+
+def _randomize_batch_norms(model, rng):
+    """Moving statistics and affine parameters far from the identity, so folding is tested."""
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 1.5, n))
+            layer.beta.assign(rng.normal(0.0, 0.1, n))
+            layer.moving_mean.assign(rng.normal(0.0, 0.1, n))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n))
+
+
+def _prune_winograd_kernels(model, density):
+    """Keeps the `density` largest |U| of every Winograd kernel but the first (as the paper)."""
+    layers = [l for l in model.layers if isinstance(l, WinogradConv2D)]
+    for layer in layers[1:]:
+        kernel = layer.winograd_kernel.numpy()
+        keep = max(1, int(round(density * kernel.size)))
+        threshold = np.sort(np.abs(kernel), axis=None)[-keep]
+        layer.winograd_kernel.assign(np.where(np.abs(kernel) >= threshold, kernel, 0.0))
+
+
+def _vgg(conv_type, tile_size, density, seed=0, **kwargs):
+    import models  # pylint: disable=import-outside-toplevel
+    keras.utils.set_random_seed(seed)
+    model = models.vgg_nagadomi.build(INPUT_SHAPE, 10, conv_type=conv_type, tile_size=tile_size,
+                                      **kwargs)
+    _randomize_batch_norms(model, np.random.default_rng(seed))
+    if density < 1.0:
+        _prune_winograd_kernels(model, density)
+    return model
+
+
+def _assert_close(actual, expected, rtol=1e-5):
+    """Elementwise rtol, with an absolute floor of rtol times the output's scale."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    np.testing.assert_allclose(actual, expected, rtol=rtol,
+                               atol=rtol * float(np.abs(expected).max()))
+
+
+def _sparse_layers(model):
+    return [l for l in model.layers if isinstance(l, SparseWinogradConv2D)]
+
+
+# --------------------------------------------------------------------------------------------
+# SavedModel round trip on VGG-nagadomi, in a fresh process.
+
+CASES = [(1.0, 2, "winograd"), (1.0, 4, "winograd_relu"), (0.3, 2, "winograd_relu"),
+         (0.3, 4, "winograd")]
+
+
+@pytest.fixture(scope="module")
+def exported_vgg(tmp_path_factory):
+    """{case: (SavedModel path, inputs by batch, sparse Keras outputs, original Keras outputs)}."""
+    root = tmp_path_factory.mktemp("vgg_saved_models")
+    rng = np.random.default_rng(7)
+    inputs = {batch: rng.normal(size=(batch,) + INPUT_SHAPE).astype(np.float32)
+              for batch in (1, 7)}
+    results = {}
+    for density, tile_size, conv_type in CASES:
+        model = _vgg(conv_type, tile_size, density)
+        path = str(root / f"vgg_d{density}_t{tile_size}")
+        sparse = export.export_saved_model(model, path)
+        results[(density, tile_size, conv_type)] = (
+            path, inputs,
+            {b: sparse(x, training=False).numpy() for b, x in inputs.items()},
+            {b: model(x, training=False).numpy() for b, x in inputs.items()})
+    return results
+
+
+def test_saved_model_outputs_equal_keras_outputs_in_a_fresh_process(exported_vgg, tmp_path):
+    jobs = []
+    for case, (path, inputs, _, _) in exported_vgg.items():
+        for batch, x in inputs.items():
+            np.save(tmp_path / f"x_{len(jobs)}.npy", x)
+            jobs.append({"path": path, "x": str(tmp_path / f"x_{len(jobs)}.npy"),
+                         "y": str(tmp_path / f"y_{len(jobs)}.npy")})
+    _run_python(f"""
+        import json
+        import numpy as np
+        import tensorflow as tf
+        import tf_sparse_winograd  # registers the op
+        from tf_sparse_winograd.export import load_saved_model
+        for job in json.loads({json.dumps(json.dumps(jobs))}):
+            serve = load_saved_model(job["path"]).signatures["serving_default"]
+            (y,) = serve(tf.constant(np.load(job["x"]))).values()
+            np.save(job["y"], y.numpy())
+    """)
+    index = 0
+    for case, (_, inputs, sparse_outputs, original_outputs) in exported_vgg.items():
+        for batch in inputs:
+            reloaded = np.load(tmp_path / f"y_{index}.npy")
+            index += 1
+            assert reloaded.shape == (batch, 10)
+            # The exported graph is the sparse Keras model's: same op, same folded weights.
+            _assert_close(reloaded, sparse_outputs[batch])
+            # And the original (dense Winograd path, batch norm unfolded) agrees too.
+            _assert_close(reloaded, original_outputs[batch])
+
+
+def test_saved_model_graph_runs_the_sparse_op_and_cli_lists_the_signature(exported_vgg):
+    for density, tile_size, conv_type in CASES:
+        path = exported_vgg[(density, tile_size, conv_type)][0]
+        assert OP_NAME in export.graph_op_types(path)
+        assert "Conv2D" not in export.graph_op_types(path)  # no dense conv left anywhere
+    path = exported_vgg[CASES[0]][0]
+    cli = subprocess.run(["saved_model_cli", "show", "--all", "--dir", path], capture_output=True,
+                         text=True, timeout=300, check=True,
+                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert "signature_def['serving_default']" in cli.stdout
+    assert "shape: (-1, 32, 32, 3)" in cli.stdout
+    assert "shape: (-1, 10)" in cli.stdout
+
+
+def test_saved_model_fails_to_load_without_the_op_and_names_the_fix(exported_vgg, tmp_path):
+    path = exported_vgg[CASES[0]][0]
+    # Plain TensorFlow, package not imported: TF's own error names the op.
+    out = _run_python(f"""
+        import tensorflow as tf
+        try:
+            tf.saved_model.load({path!r})
+        except tf.errors.NotFoundError as error:
+            print("NotFoundError:", error)
+    """)
+    assert "NotFoundError" in out and OP_NAME in out
+    # The package's loader, with the op library unavailable: the error names the op and the fix.
+    out = _run_python(f"""
+        import tensorflow as tf
+        from tf_sparse_winograd.export import load_saved_model
+        try:
+            load_saved_model({path!r})
+        except tf.errors.NotFoundError as error:
+            print("NotFoundError:", error)
+    """, TFSW_OP_LIBRARY=str(tmp_path / "missing.so"))
+    assert "NotFoundError" in out and OP_NAME in out
+    assert "pip install" in out and "import tf_sparse_winograd" in out
+
+
+def test_sparse_saved_model_is_small_at_density_0_1(tmp_path):
+    dense_model = _vgg("winograd", 2, 1.0)
+    export.export_saved_model(dense_model, str(tmp_path / "dense"), convert=False)
+    assert OP_NAME not in export.graph_op_types(str(tmp_path / "dense"))
+    sparse_model = _vgg("winograd", 2, 0.1)
+    export.export_saved_model(sparse_model, str(tmp_path / "sparse"))
+    dense = export.saved_model_size(str(tmp_path / "dense"))
+    sparse = export.saved_model_size(str(tmp_path / "sparse"))
+    ratio = (sparse["variables"] + sparse["constants"]) / (dense["variables"] + dense["constants"])
+    # The three dense FC layers (5.2M weights, not pruned here) dominate what is left; the
+    # convolutions alone shrink to about 2 x density (a value and a column index per nonzero).
+    conv_weights = sum(l.winograd_kernel.numpy().size for l in dense_model.layers
+                       if isinstance(l, WinogradConv2D))
+    fc_weights = sum(l.kernel.numpy().size for l in dense_model.layers
+                     if isinstance(l, keras.layers.Dense))
+    conv_ratio = ((sparse["variables"] + sparse["constants"] - 4 * fc_weights)
+                  / (4 * conv_weights))
+    print(f"SavedModel size ratio at density 0.1: whole model {ratio:.3f}, "
+          f"convolutions {conv_ratio:.3f}")
+    assert conv_ratio <= 0.30
+    assert ratio < 0.75
+
+
+# --------------------------------------------------------------------------------------------
+# to_sparse and batch-norm folding, in process, on small models.
+
+def _small_functional(conv_kwargs=None, branch=False, relu_first=False):
+    conv_kwargs = conv_kwargs or {}
+    inputs = keras.Input((10, 10, 3))
+    x = WinogradConv2D(8, tile_size=2, use_bias=True, name="conv1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    y = WinogradConv2D(8, name="conv2", activation="relu" if relu_first else None,
+                       **conv_kwargs)(x)
+    z = keras.layers.BatchNormalization(name="bn2")(y)
+    if branch:
+        z = keras.layers.Add(name="add")([z, y])
+    outputs = keras.layers.GlobalAveragePooling2D(name="gap")(z)
+    model = keras.Model(inputs, outputs)
+    _randomize_batch_norms(model, np.random.default_rng(3))
+    _prune_winograd_kernels(model, 0.5)
+    return model
+
+
+def _layer_types(model):
+    return {l.name: type(l).__name__ for l in model.layers}
+
+
+@pytest.mark.parametrize("tile_size,winograd_relu", [(2, False), (4, True)])
+def test_batch_norm_folding_is_exact_and_keeps_pruned_zeros(tile_size, winograd_relu):
+    model = _small_functional({"tile_size": tile_size, "winograd_relu": winograd_relu})
+    sparse = export.to_sparse(model)
+    assert sorted(_layer_types(sparse).values()) == [
+        "GlobalAveragePooling2D", "InputLayer", "SparseWinogradConv2D", "SparseWinogradConv2D"]
+    x = np.random.default_rng(0).normal(size=(4, 10, 10, 3)).astype(np.float32)
+    _assert_close(sparse(x), model(x, training=False))
+    for layer in _sparse_layers(sparse):
+        original = model.get_layer(layer.name)
+        assert layer.nnz() == np.count_nonzero(original.winograd_kernel.numpy())
+    assert sparse.get_layer("conv1").get_config()["activation"] == "relu"  # ReLU fused
+
+
+def test_no_folding_where_it_is_unsafe():
+    # conv2's output also feeds the Add, and a conv with its own ReLU cannot take a later BN.
+    for model in (_small_functional(branch=True), _small_functional(relu_first=True)):
+        sparse = export.to_sparse(model)
+        assert "bn2" in _layer_types(sparse) and "bn1" not in _layer_types(sparse)
+        x = np.random.default_rng(1).normal(size=(2, 10, 10, 3)).astype(np.float32)
+        _assert_close(sparse(x), model(x, training=False))
+
+
+def test_to_sparse_sequential_with_pruning_wrappers_leaves_the_original_alone():
+    pruning = pytest.importorskip("tf_sparse_winograd.pruning")
+    model = keras.Sequential([
+        keras.Input((8, 8, 3)), WinogradConv2D(6, name="c1"),
+        keras.layers.BatchNormalization(name="b1"), keras.layers.Activation("relu", name="r1"),
+        WinogradConv2D(5, tile_size=4, name="c2"), keras.layers.Flatten(name="f"),
+        keras.layers.Dense(4, name="d")])
+    _randomize_batch_norms(model, np.random.default_rng(5))
+    pruned = pruning.prune_to_density(model, 0.3)  # wraps c2 and d (c1 is the first conv)
+    before = [w.numpy().copy() for w in pruned.weights]
+    sparse = export.to_sparse(pruned)
+    assert [type(l).__name__ for l in sparse.layers] == [
+        "SparseWinogradConv2D", "SparseWinogradConv2D", "Flatten", "Dense"]
+    x = np.random.default_rng(2).normal(size=(3, 8, 8, 3)).astype(np.float32)
+    _assert_close(sparse(x), pruned(x, training=False))
+    assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, pruned.weights))
+    c2 = pruned.layers[3]
+    mask = next(m for _, m, _ in c2.pruning_vars).numpy()
+    assert sparse.get_layer("c2").nnz() == int(mask.sum())
