@@ -1,0 +1,297 @@
+"""The paper's three phases: dense training, one-shot pruning, retraining with fixed masks.
+
+Directory layout under `model_dir` (each phase reads the previous one's output, so a run can be
+restarted at any phase):
+
+  dense/                      trained dense model
+  prune_d<density>/           pruned model (masks chosen from the dense weights, not retrained)
+  retrain_d<density>/         retrained model (masks fixed)
+
+Each phase directory holds flags.txt / flags.json (the effective configuration), checkpoints/
+(one per epoch, for resuming), progress.jsonl, logs/ (TensorBoard), model.weights.h5 (the phase's
+final weights) and results.json (accuracy, densities, multiply counts). A phase whose
+results.json exists is complete and is skipped by later runs; several densities share one dense/.
+"""
+
+import json
+import math
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from tf_sparse_winograd import analysis
+from tf_sparse_winograd import data
+from tf_sparse_winograd.layers import WinogradConv2D
+from tf_sparse_winograd.training import checkpointing
+from tf_sparse_winograd.training import config as config_lib
+from tf_sparse_winograd.training import strategies
+
+WEIGHTS_FILE = "model.weights.h5"
+RESULTS_FILE = "results.json"
+RETRAIN_LR_FACTOR = 0.1  # Retraining starts from a smaller learning rate than dense training.
+
+
+def _load_datasets(config):
+    common = dict(source=config.data_source, data_dir=config.data_dir,
+                  tfds_data_dir=config.tfds_data_dir, download=config.download, seed=config.seed)
+    train, info = data.load_dataset(config.dataset, "train", config.batch_size, training=True,
+                                    max_examples=config.max_train_examples, **common)
+    test, test_info = data.load_dataset(config.dataset, "test", config.batch_size, training=False,
+                                        max_examples=config.max_eval_examples, **common)
+    info = dict(info, train_examples=info["examples"], eval_examples=test_info["examples"])
+    return train, test, info
+
+
+def build_model(config, info):
+    import models  # The repository's model package (not installed), imported when needed.
+    return models.build_model(config.model, info["image_shape"], info["num_classes"],
+                              config.conv_type, config.tile_size, config.weight_decay,
+                              config.width)
+
+
+def make_optimizer(config, steps, lr_factor=1.0):
+    lr = config.learning_rate * lr_factor
+    steps = max(1, int(steps))
+    if config.lr_schedule == "cosine":
+        lr = keras.optimizers.schedules.CosineDecay(lr, steps)
+    elif config.lr_schedule == "step":
+        lr = keras.optimizers.schedules.PiecewiseConstantDecay(
+            [max(1, steps // 2), max(2, 3 * steps // 4)], [lr, lr * 0.1, lr * 0.01])
+    if config.optimizer == "adam":
+        return keras.optimizers.Adam(lr)
+    return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
+
+
+def _compile(model, optimizer):
+    model.compile(optimizer=optimizer,
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+
+
+def prunable_candidates(model, config):
+    """Names of the layers the pruning phase prunes, in order (the first conv is left out)."""
+    names = []
+    first_conv_seen = False
+    for layer in model.layers:
+        inner = analysis.unwrap(layer)
+        is_conv = isinstance(inner, WinogradConv2D) or type(inner).__name__ == "Conv2D"
+        if is_conv and not first_conv_seen:
+            first_conv_seen = True
+            if not config.prune_first_conv:
+                continue
+        if is_conv or (config.prune_dense and isinstance(inner, keras.layers.Dense)):
+            names.append(inner.name)
+    return names
+
+
+def density_by_layer(model, config):
+    """{layer name: density} from --density: one value for every layer, or one per layer."""
+    names = prunable_candidates(model, config)
+    if len(config.density) == 1:
+        return {name: config.density[0] for name in names}
+    if len(config.density) != len(names):
+        raise ValueError(f"--density has {len(config.density)} values; give one, or one per "
+                         f"pruned layer ({len(names)}: {', '.join(names)})")
+    return dict(zip(names, config.density))
+
+
+def _prune(model, config):
+    from tf_sparse_winograd import pruning
+    return pruning.prune_to_density(model, density_by_layer(model, config), skip_first_conv=False)
+
+
+class DensitySummaries(keras.callbacks.Callback):
+    """Writes every conv/dense layer's weight density to TensorBoard at each epoch end."""
+
+    def __init__(self, log_dir):
+        super().__init__()
+        self.log_dir = log_dir
+        self._writer = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(self.log_dir)
+        with self._writer.as_default():
+            for layer in self.model.layers:
+                inner = analysis.unwrap(layer)
+                if isinstance(inner, (WinogradConv2D, keras.layers.Conv2D, keras.layers.Dense)):
+                    tf.summary.scalar(f"weight_density/{inner.name}",
+                                      analysis.weight_density(layer), step=epoch + 1)
+        self._writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+class Runner:
+    """Runs phases of one configuration; holds the strategy and the datasets."""
+
+    def __init__(self, config, flag_values=None):
+        self.config = config
+        self.flag_values = flag_values if flag_values is not None else config.as_dict()
+        self.strategy = strategies.make_strategy(config.strategy)
+        self.train_ds, self.eval_ds, self.info = _load_datasets(config)
+        self.steps_per_epoch = math.ceil(self.info["train_examples"] / config.batch_size)
+        logging.info("Data: %s", self.info)
+        logging.info("Strategy: %s with %d replica(s)", type(self.strategy).__name__,
+                     self.strategy.num_replicas_in_sync)
+
+    # ----------------------------------------------------------------------------- helpers
+    def _phase_dir(self, phase):
+        return self.config.phase_dir(phase)
+
+    def is_done(self, phase):
+        return os.path.exists(os.path.join(self._phase_dir(phase), RESULTS_FILE))
+
+    def load_results(self, phase):
+        with open(os.path.join(self._phase_dir(phase), RESULTS_FILE)) as f:
+            return json.load(f)
+
+    def _require(self, phase, needed):
+        path = os.path.join(self._phase_dir(needed), WEIGHTS_FILE)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"Phase '{phase}' starts from the '{needed}' phase's output "
+                                    f"{path}, which does not exist. Run --phase={needed} first "
+                                    "(or --phase=all).")
+        return path
+
+    def _fit(self, phase, model, optimizer, extra_callbacks=()):
+        config = self.config
+        directory = self._phase_dir(phase)
+        epochs = config.epochs_for(phase)
+        ckpt = checkpointing.PhaseCheckpoint(directory, model, optimizer, self.strategy)
+        initial_epoch = ckpt.restore_latest()
+        if initial_epoch:
+            logging.info("Phase %s: resuming from the checkpoint of epoch %d (optimizer step %d)",
+                         phase, initial_epoch, int(optimizer.iterations.numpy()))
+        if initial_epoch >= epochs:
+            return
+        logs = os.path.join(directory, "logs")
+        callbacks = [checkpointing.EpochCheckpoint(ckpt, initial_epoch)]
+        if tensorboard_available():
+            callbacks += [keras.callbacks.TensorBoard(logs, write_graph=False, profile_batch=0),
+                          DensitySummaries(os.path.join(logs, "density"))]
+            if phase == "retrain":
+                from tf_sparse_winograd import pruning
+                callbacks.append(pruning.PruningSummaries(os.path.join(logs, "pruning")))
+        else:
+            logging.warning("TensorBoard is not installed (pip install tensorboard): no "
+                            "TensorBoard logs are written.")
+        model.fit(self.train_ds, epochs=epochs, initial_epoch=initial_epoch,
+                  validation_data=self.eval_ds, callbacks=callbacks + list(extra_callbacks),
+                  verbose=config.verbose)
+
+    def _new_model(self, lr_factor, epochs, pruned_from=None):
+        """Builds (model, optimizer) in the strategy's scope; prunes/loads weights if asked."""
+        with self.strategy.scope():
+            model = build_model(self.config, self.info)
+            if pruned_from == "dense":
+                model.load_weights(self._require("prune", "dense"))
+                model = _prune(model, self.config)
+            elif pruned_from == "prune":
+                model = _prune(model, self.config)  # Same structure; masks come from the file.
+                model.load_weights(self._require("retrain", "prune"))
+            optimizer = make_optimizer(self.config, self.steps_per_epoch * max(epochs, 1),
+                                       lr_factor)
+            _compile(model, optimizer)
+            optimizer.build(model.trainable_variables)
+        return model, optimizer
+
+    def _finish(self, phase, model, extra=None):
+        """Evaluates, counts multiplies, saves the weights and results.json of a phase."""
+        directory = self._phase_dir(phase)
+        loss, accuracy = model.evaluate(self.eval_ds, verbose=0)
+        counts = analysis.count_multiplies(model, self.eval_ds.map(lambda x, y: x),
+                                           tile_size=self.config.tile_size,
+                                           max_batches=self.config.analysis_batches)
+        results = {"phase": phase, "model": self.config.model, "dataset": self.config.dataset,
+                   "conv_type": self.config.conv_type, "tile_size": self.config.tile_size,
+                   "width": self.config.width, "density": list(self.config.density)
+                   if phase != "dense" else [1.0],
+                   "eval_loss": float(loss), "eval_accuracy": float(accuracy),
+                   "train_examples": self.info["train_examples"],
+                   "eval_examples": self.info["eval_examples"],
+                   "epochs": self.config.epochs_for(phase),
+                   "multiplies": counts.as_dict()}
+        results.update(extra or {})
+        if strategies.is_chief(self.strategy):
+            model.save_weights(os.path.join(directory, WEIGHTS_FILE), overwrite=True)
+            with open(os.path.join(directory, RESULTS_FILE), "w") as f:
+                json.dump(results, f, indent=2)
+        logging.info("Phase %s: eval accuracy %.4f (%d examples)", phase, accuracy,
+                     self.info["eval_examples"])
+        return results, counts
+
+    # ------------------------------------------------------------------------------ phases
+    def run_phase(self, phase):
+        """Runs one phase unless it is complete; returns its results dict."""
+        if self.is_done(phase):
+            logging.info("Phase %s already complete in %s: skipped", phase, self._phase_dir(phase))
+            return self.load_results(phase)
+        config = self.config
+        directory = self._phase_dir(phase)
+        os.makedirs(directory, exist_ok=True)
+        config_lib.write_flags(directory, self.flag_values)
+        keras.utils.set_random_seed(config.seed)
+        if phase == "dense":
+            model, optimizer = self._new_model(1.0, config.epochs_for(phase))
+            self._fit(phase, model, optimizer)
+            results, counts = self._finish(phase, model)
+        elif phase == "prune":
+            model, _ = self._new_model(1.0, 1, pruned_from="dense")
+            results, counts = self._finish(phase, model, {"sparsity": _sparsity(model)})
+        elif phase == "retrain":
+            from tf_sparse_winograd import pruning
+            model, optimizer = self._new_model(RETRAIN_LR_FACTOR, config.epochs_for(phase),
+                                               pruned_from="prune")
+            self._fit(phase, model, optimizer, [pruning.UpdatePruningStep()])
+            results, counts = self._finish(phase, model, {"sparsity": _sparsity(model)})
+            if config.export_dir and strategies.is_chief(self.strategy):
+                results["export_dir"] = export(model, config.export_dir)
+        else:
+            raise ValueError(f"Unknown phase {phase!r}")
+        print(f"\n== {phase}: eval accuracy {results['eval_accuracy']:.4f} on "
+              f"{results['eval_examples']} test examples ({directory})")
+        print(counts.format_table())
+        return results
+
+    def run(self):
+        phases = config_lib.PHASES if self.config.phase == "all" else (self.config.phase,)
+        return {phase: self.run_phase(phase) for phase in phases}
+
+
+def tensorboard_available():
+    """tf.summary needs the tensorboard package; TensorFlow does not always bring it."""
+    try:
+        import tensorboard  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def _sparsity(model):
+    from tf_sparse_winograd import pruning
+    return [{k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in row.items()}
+            for row in pruning.sparsity_report(model).as_dicts()]
+
+
+def export(model, export_dir):
+    """Strips the pruning wrappers and exports a SavedModel with tf_sparse_winograd.export."""
+    from tf_sparse_winograd import export as export_lib
+    export_fn = getattr(export_lib, "export_saved_model", None)
+    if export_fn is None:
+        raise RuntimeError("--export_dir needs tf_sparse_winograd.export.export_saved_model, "
+                           "which this version does not provide.")
+    export_fn(model, export_dir)
+    logging.info("Exported a SavedModel to %s", export_dir)
+    return export_dir
+
+
+def run(config, flag_values=None):
+    """Runs `config.phase` ('all' = dense, prune, retrain); returns {phase: results}."""
+    return Runner(config, flag_values).run()
