@@ -25,6 +25,13 @@ import keras
 from tf_sparse_winograd.layers import WinogradConv2D
 
 CONV_TYPES = ("spatial", "winograd", "winograd_relu")
+# Batch-norm moving-average momentum: 0.9 rather than Keras' 0.99 so that the inference statistics
+# are usable after the short runs this package is often used for (a few hundred steps).
+BN_MOMENTUM = 0.9
+
+
+def batch_norm(name):
+    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)
 
 
 def check_conv_type(conv_type):
@@ -89,7 +96,7 @@ class ConvStack:
             raise ValueError("Only conv_type='winograd_relu' defers ReLUs.")
         x = conv3x3(filters, self.conv_type, self.tile_size, winograd_relu=pending_relu,
                     weight_decay=self.weight_decay, name=name)(x)
-        x = keras.layers.BatchNormalization(name=f"{name}_bn")(x)
+        x = batch_norm(f"{name}_bn")(x)
         if not relu or (self.moves_relu and next_is_winograd_conv):
             return x, True
         return keras.layers.ReLU(name=f"{name}_relu")(x), False

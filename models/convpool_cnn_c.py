@@ -33,7 +33,7 @@ def build(input_shape=(32, 32, 3), num_classes=100, conv_type="spatial", tile_si
     for j, filters in enumerate((max(1, int(round(192 * width))), num_classes), start=1):
         x = keras.layers.Conv2D(filters, 1, use_bias=False, kernel_initializer="he_normal",
                                 kernel_regularizer=regularizer, name=f"conv1x1_{j}")(x)
-        x = keras.layers.BatchNormalization(name=f"conv1x1_{j}_bn")(x)
+        x = conv_block.batch_norm(f"conv1x1_{j}_bn")(x)
         if j == 1:
             x = keras.layers.ReLU(name=f"conv1x1_{j}_relu")(x)
     outputs = keras.layers.GlobalAveragePooling2D(name="logits")(x)

@@ -49,7 +49,7 @@ def build(input_shape=(32, 32, 3), num_classes=10, conv_type="spatial", tile_siz
                                                kernel_initializer="he_normal",
                                                kernel_regularizer=regularizer,
                                                name=f"{prefix}_shortcut")(shortcut)
-                shortcut = keras.layers.BatchNormalization(name=f"{prefix}_shortcut_bn")(shortcut)
+                shortcut = conv_block.batch_norm(f"{prefix}_shortcut_bn")(shortcut)
             s = keras.layers.Add(name=f"{prefix}_add")([h, shortcut])
             pending = True
             channels = filters

@@ -39,7 +39,7 @@ def build(input_shape=(32, 32, 3), num_classes=10, conv_type="spatial", tile_siz
         x = keras.layers.Dropout(dropout, name=f"fc{j}_dropout")(x)
         x = keras.layers.Dense(_scaled(units, width), kernel_regularizer=regularizer,
                                name=f"fc{j}")(x)
-        x = keras.layers.BatchNormalization(name=f"fc{j}_bn")(x)
+        x = conv_block.batch_norm(f"fc{j}_bn")(x)
         x = keras.layers.ReLU(name=f"fc{j}_relu")(x)
     outputs = keras.layers.Dense(num_classes, kernel_regularizer=regularizer, name="logits")(x)
     return keras.Model(inputs, outputs, name=name)

@@ -183,7 +183,7 @@ def _static_count(layer, tile_size):
         else:
             kind = "conv"
             winograd = direct
-    return LayerCount(layer.name, kind, in_shape, out_shape, int(direct), int(winograd),
+    return LayerCount(inner.name, kind, in_shape, out_shape, int(direct), int(winograd),
                       weight_density(layer))
 
 
@@ -201,7 +201,10 @@ def _transformed_density(x, inner):
 
 
 def measure_activation_density(model, layers, dataset, max_batches=None):
-    """{layer name: (spatial densities, multiply-site densities)} per example, over `dataset`."""
+    """{layer name: (spatial densities, multiply-site densities)} per example, over `dataset`.
+
+    Names are those of the layers inside any pruning wrapper.
+    """
     probe = keras.Model(model.inputs, [layer.input for layer in layers])
     spatial = {l.name: [] for l in layers}
     site = {l.name: [] for l in layers}
@@ -226,8 +229,8 @@ def measure_activation_density(model, layers, dataset, max_batches=None):
         for layer, (s, w) in zip(layers, densities(images)):
             spatial[layer.name].append(s.numpy())
             site[layer.name].append(w.numpy())
-    return {name: (np.concatenate(spatial[name]), np.concatenate(site[name]))
-            for name in spatial if spatial[name]}
+    return {unwrap(l).name: (np.concatenate(spatial[l.name]), np.concatenate(site[l.name]))
+            for l in layers if spatial[l.name]}
 
 
 def count_multiplies(model, dataset=None, tile_size=2, max_batches=None, print_table=False,
