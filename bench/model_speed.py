@@ -1,0 +1,162 @@
+"""End-to-end inference throughput of exported sparse VGG-nagadomi against the dense spatial model.
+
+In one run, on random 32x32x3 images:
+
+  * baselines: the dense spatial VGG-nagadomi (Conv2D + batch norm) as a Keras model (called in a
+    tf.function), as its SavedModel, and as a frozen graph (weights turned into constants, so
+    grappler folds batch norm into the convolutions and oneDNN caches its reordered filters: the
+    fastest way to run it in plain TensorFlow);
+  * the sparse models: VGG-nagadomi with Winograd-domain kernels pruned by magnitude to each
+    density (the first convolution left dense, as in the paper), converted with `to_sparse`
+    (batch norm and ReLU folded into the sparse op) and exported with `export_saved_model`, then
+    reloaded and run through their `serving_default` signature.
+
+All variants are timed interleaved, round after round, so that the load of a shared machine hits
+them alike; the best round is reported (and the median, for scale). Usage:
+
+  python bench/model_speed.py [--densities 0.4,0.1] [--tile_sizes 2,4] [--batch_sizes 1,32]
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import keras
+import numpy as np
+import tensorflow as tf
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import models  # pylint: disable=wrong-import-position
+from tf_sparse_winograd import export  # pylint: disable=wrong-import-position
+from tf_sparse_winograd.layers.winograd_conv2d import WinogradConv2D  # pylint: disable=wrong-import-position
+
+_DENSITIES = flags.DEFINE_list("densities", ["0.4", "0.1"], "Winograd kernel densities.")
+_TILE_SIZES = flags.DEFINE_list("tile_sizes", ["2", "4"], "Winograd tile sizes.")
+_BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "32"], "Batch sizes.")
+_ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds (best is kept).")
+_MIN_SECONDS = flags.DEFINE_float("min_seconds", 0.3, "Minimum time per variant per round.")
+_THREADS = flags.DEFINE_integer("threads", 2, "intra-op threads (inter-op is 1).")
+_SEED = 0
+
+
+def _randomize_batch_norms(model, rng):
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = layer.gamma.shape[0]
+            layer.gamma.assign(rng.uniform(0.5, 1.5, n))
+            layer.beta.assign(rng.normal(0.0, 0.1, n))
+            layer.moving_mean.assign(rng.normal(0.0, 0.1, n))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n))
+
+
+def _prune(model, density):
+    """Magnitude-prunes every Winograd kernel but the first to `density` (exact count)."""
+    for layer in [l for l in model.layers if isinstance(l, WinogradConv2D)][1:]:
+        kernel = layer.winograd_kernel.numpy()
+        keep = max(1, int(round(density * kernel.size)))
+        order = np.argsort(np.abs(kernel), axis=None)
+        flat = kernel.reshape(-1).copy()
+        flat[order[:-keep]] = 0.0
+        layer.winograd_kernel.assign(flat.reshape(kernel.shape))
+
+
+def _build(conv_type, tile_size=2):
+    keras.utils.set_random_seed(_SEED)
+    model = models.vgg_nagadomi.build((32, 32, 3), 10, conv_type=conv_type, tile_size=tile_size)
+    _randomize_batch_norms(model, np.random.default_rng(_SEED))
+    return model
+
+
+def _frozen(model):
+    """The model's inference function with its variables turned into constants."""
+    from tensorflow.python.framework import convert_to_constants  # pylint: disable=import-outside-toplevel
+    function = tf.function(lambda x: model(x, training=False))
+    concrete = function.get_concrete_function(tf.TensorSpec((None, 32, 32, 3), tf.float32))
+    return convert_to_constants.convert_variables_to_constants_v2(concrete)
+
+
+def _serving(path):
+    loaded = export.load_saved_model(path)
+    signature = loaded.signatures["serving_default"]
+    return lambda x, _loaded=loaded: signature(x)
+
+
+def _time_once(fn, x, min_seconds):
+    """Seconds per call: calls `fn(x)` repeatedly for at least `min_seconds`."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        result = fn(x)
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds and calls >= 2:
+            break
+    del result
+    return elapsed / calls
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    densities = [float(d) for d in _DENSITIES.value]
+    tile_sizes = [int(t) for t in _TILE_SIZES.value]
+    batch_sizes = [int(b) for b in _BATCH_SIZES.value]
+    workdir = tempfile.mkdtemp(prefix="tfsw_model_speed_")
+
+    variants = {}
+    spatial = _build("spatial")
+    keras_fn = tf.function(lambda x: spatial(x, training=False))
+    variants["spatial Keras"] = keras_fn
+    export.export_saved_model(spatial, os.path.join(workdir, "spatial"), convert=False)
+    variants["spatial SavedModel"] = _serving(os.path.join(workdir, "spatial"))
+    variants["spatial frozen"] = _frozen(spatial)
+    sizes = {"spatial SavedModel": export.saved_model_size(os.path.join(workdir, "spatial"))}
+    for tile_size in tile_sizes:
+        for density in densities:
+            model = _build("winograd", tile_size)
+            _prune(model, density)
+            name = f"sparse F({tile_size}x{tile_size}) d={density}"
+            path = os.path.join(workdir, f"sparse_t{tile_size}_d{density}")
+            export.export_saved_model(model, path)
+            variants[name] = _serving(path)
+            sizes[name] = export.saved_model_size(path)
+
+    rng = np.random.default_rng(_SEED)
+    print(f"TensorFlow {tf.__version__}, {_THREADS.value} intra-op threads, "
+          f"{_ROUNDS.value} interleaved rounds of >= {_MIN_SECONDS.value} s per variant")
+    for batch in batch_sizes:
+        x = tf.constant(rng.normal(size=(batch, 32, 32, 3)).astype(np.float32))
+        reference = keras_fn(x).numpy()
+        for name, fn in variants.items():  # warm up, and check every variant computes the same
+            out = fn(x)
+            out = (next(iter(out.values())) if isinstance(out, dict)
+                   else out[0] if isinstance(out, (list, tuple)) else out).numpy()
+            if name.startswith("spatial"):
+                np.testing.assert_allclose(out, reference, rtol=1e-3,
+                                           atol=1e-3 * np.abs(reference).max())
+        times = {name: [] for name in variants}
+        for _ in range(_ROUNDS.value):
+            for name, fn in variants.items():
+                times[name].append(_time_once(fn, x, _MIN_SECONDS.value))
+        best = {name: min(t) for name, t in times.items()}
+        print(f"\n### batch {batch}\n")
+        print("| variant | best ms | median ms | images/s | speedup vs spatial Keras | "
+              "vs spatial SavedModel | vs spatial frozen |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for name in variants:
+            print(f"| {name} | {best[name] * 1e3:.2f} | {np.median(times[name]) * 1e3:.2f} | "
+                  f"{batch / best[name]:.0f} | {best['spatial Keras'] / best[name]:.2f}x | "
+                  f"{best['spatial SavedModel'] / best[name]:.2f}x | "
+                  f"{best['spatial frozen'] / best[name]:.2f}x |")
+    print("\n### SavedModel size (variables + constants, MB)\n")
+    for name, size in sizes.items():
+        print(f"| {name} | {(size['variables'] + size['constants']) / 1e6:.2f} |")
+
+
+if __name__ == "__main__":
+    app.run(main)
