@@ -137,6 +137,7 @@ class Runner:
         self.strategy = strategies.make_strategy(config.strategy)
         self.train_ds, self.eval_ds, self.info = _load_datasets(config)
         self.steps_per_epoch = math.ceil(self.info["train_examples"] / config.batch_size)
+        self.models = {}  # phase -> the model it trained in this process (for inspection)
         logging.info("Data: %s", self.info)
         logging.info("Strategy: %s with %d replica(s)", type(self.strategy).__name__,
                      self.strategy.num_replicas_in_sync)
@@ -255,6 +256,7 @@ class Runner:
                 results["export_dir"] = export(model, config.export_dir)
         else:
             raise ValueError(f"Unknown phase {phase!r}")
+        self.models[phase] = model
         print(f"\n== {phase}: eval accuracy {results['eval_accuracy']:.4f} on "
               f"{results['eval_examples']} test examples ({directory})")
         print(counts.format_table())
