@@ -69,7 +69,7 @@ def test_figure_1a_winograd_domain_pruning_keeps_its_density(tile_size):
     pruned.compile(keras.optimizers.SGD(0.05, momentum=0.9, weight_decay=1e-3), "mse")
     x = rng.standard_normal((8, 10, 10, 8)).astype("float32")
     y = rng.standard_normal((8, 10, 10, 8)).astype("float32")
-    pruned.fit(x, y, batch_size=4, epochs=2, verbose=0, callbacks=[pruning.UpdatePruningStep()])
+    pruned.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[pruning.UpdatePruningStep()])
     trained = wrapper.layer.winograd_kernel.numpy()
     assert not np.allclose(trained, u)
     np.testing.assert_array_equal(trained != 0, mask != 0)  # Same zeros, same density.
@@ -95,7 +95,7 @@ _MIRRORED = textwrap.dedent("""
     rng = np.random.default_rng(3)
     x = rng.standard_normal((32, 8, 8, 3)).astype("float32")
     y = rng.standard_normal((32, 4)).astype("float32")
-    schedule = pruning.PolynomialDecay(0.1, 0.7, begin_step=0, end_step=6, frequency=1)
+    schedule = pruning.PolynomialDecay(0.1, 0.7, begin_step=0, end_step=3, frequency=1)
     results = {}
     with strategy.scope():
         base = keras.Sequential([keras.Input((8, 8, 3)),
@@ -107,7 +107,7 @@ _MIRRORED = textwrap.dedent("""
         oneshot = pruning.prune_to_density(base, 0.4)
         oneshot.compile(keras.optimizers.SGD(0.05, momentum=0.9, weight_decay=0.01), "mse")
     for name, model in (("gradual", gradual), ("oneshot", oneshot)):
-        model.fit(x, y, batch_size=8, epochs=2, shuffle=False, verbose=0,
+        model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0,
                   callbacks=[pruning.UpdatePruningStep()])
         rows = []
         for wrapper in pruning.collect_prunable_layers(model):
@@ -142,9 +142,9 @@ def test_mirrored_strategy_two_replicas():
     for row in results["gradual"]:
         assert row["replicas"] == 2
         assert row["masks_equal"] and row["weights_equal"] and row["zeros_exact"], row
-        assert row["steps"] == [8, 8]  # 32 examples / global batch 8 * 2 epochs.
+        assert row["steps"] == [4, 4]  # 32 examples / global batch 8.
         assert abs(row["density"] * row["size"] - final_keep(row["size"], 0.7)) <= 1, row
     for row in results["oneshot"]:
         assert row["masks_equal"] and row["weights_equal"] and row["zeros_exact"], row
-        assert row["steps"] == [9, 9]  # Step 1 after the one-shot pruning, plus 8 batches.
+        assert row["steps"] == [5, 5]  # Step 1 after the one-shot pruning, plus 4 batches.
         assert abs(row["density"] * row["size"] - 0.4 * row["size"]) <= 1, row

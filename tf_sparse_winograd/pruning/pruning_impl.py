@@ -138,6 +138,30 @@ class Pruning:
                 tf.no_op)
         return _in_cross_replica(fn, self._all_variables())
 
+    def training_update(self, step_variable, training=True):
+        """One forward-pass update, in a single cross-replica section.
+
+        If `training`: step = max(step_variable, 0); masks recomputed if the schedule prunes at
+        `step`; step_variable <- step + 1. Always: weight <- weight * mask.
+        """
+        def fn(strategy):
+            deps = []
+            if training:
+                step = tf.math.maximum(tf.convert_to_tensor(_variable(step_variable)),
+                                       tf.constant(0, tf.int64))
+                should_prune, sparsity = self._pruning_schedule(step)
+                update = tf.cond(
+                    tf.convert_to_tensor(should_prune),
+                    lambda: self._mask_update(strategy,
+                                              lambda size: keep_count(size, sparsity)),
+                    tf.no_op)
+                with tf.control_dependencies([update]):
+                    deps.append(_assign(strategy, step_variable, step + 1))
+            with tf.control_dependencies(deps):
+                return tf.group(
+                    [_apply_mask(strategy, w, m) for w, m, _ in self._pruning_vars])
+        return _in_cross_replica(fn, self._all_variables() + [step_variable])
+
     def _all_variables(self):
         return [v for triple in self._pruning_vars for v in triple]
 

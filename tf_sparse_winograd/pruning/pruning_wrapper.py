@@ -126,22 +126,13 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         return [t for _, _, t in self.pruning_vars]
 
     # ------------------------------------------------------------------------------ forward
-    def _training_update(self):
-        def fn(strategy):
-            step = tf.math.maximum(self.pruning_obj._step_fn(), 0)
-            update = self.pruning_obj.conditional_mask_update(step=step)
-            with tf.control_dependencies([update]):
-                return pruning_impl._assign(strategy, self.pruning_step, step + 1)
-        return pruning_impl._in_cross_replica(fn, [self.pruning_step])
-
     def call(self, inputs, training=None, **kwargs):
         if isinstance(training, (bool, type(None))):
-            if training:
-                self._training_update()
+            self.pruning_obj.training_update(self.pruning_step, training=bool(training))
         else:
-            tf.cond(tf.cast(training, tf.bool), lambda: tf.group(self._training_update()),
-                    tf.no_op)
-        self.pruning_obj.weight_mask_op()
+            tf.cond(tf.cast(training, tf.bool),
+                    lambda: self.pruning_obj.training_update(self.pruning_step, True),
+                    lambda: self.pruning_obj.training_update(self.pruning_step, False))
         if "training" in inspect.signature(self.layer.call).parameters:
             kwargs["training"] = training
         return self.layer(inputs, **kwargs)
