@@ -1,0 +1,168 @@
+"""Speed of the SparseWinograd op against TF's conv2d, measured in one run.
+
+    python bench/op_speed.py [--batches 1,32] [--densities 1.0,0.4,0.25,0.1] [--tiles 2,4]
+                             [--reps 15] [--winograd_relu] [--markdown]
+
+For each VGG-nagadomi conv layer shape: TF conv2d (oneDNN; the weights a tf.constant inside the
+tf.function, so oneDNN caches the reordered filter) and our op (packed kernel as constants inside
+a tf.function), both with intra-op threads = 2 and inter-op threads = 1, warmed up, timed
+interleaved; each sample is a loop of calls and the best and median sample are kept.
+Ratio = TF time / op time (> 1: ours faster). Totals sum the times over the layers.
+
+The sparse-products stage alone is timed by running the kernel with TFSW_STAGE_MASK=2 (products
+only) and subtracting TFSW_STAGE_MASK=0 (argument checks and dispatch); its useful flops are
+2 * nnz * tiles, reported as a fraction of the FP32 peak:
+2 cores x 2 FMA units x 16 lanes x 2 flops x the clock of /proc/cpuinfo.
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # pylint: disable=wrong-import-position
+import tensorflow as tf  # pylint: disable=wrong-import-position
+
+from tf_sparse_winograd import ops  # pylint: disable=wrong-import-position
+
+LAYERS = [  # (H = W, in_channels, filters): VGG-nagadomi's conv shapes
+    (32, 64, 64), (16, 64, 128), (16, 128, 128), (8, 128, 256), (8, 256, 256)]
+THREADS = 2
+
+
+def cpu_clock_ghz():
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        mhz = [float(line.split(":")[1]) for line in f if line.startswith("cpu MHz")]
+    return max(mhz) / 1000.0
+
+
+def peak_gflops():
+    return THREADS * 2 * 16 * 2 * cpu_clock_ghz()
+
+
+def time_fn(fn, x, min_seconds=0.02):
+    """Calls per sample so that one sample lasts about min_seconds; returns a sampler."""
+    fn(x).numpy()
+    start = time.perf_counter()
+    fn(x).numpy()
+    once = time.perf_counter() - start
+    calls = max(1, int(min_seconds / max(once, 1e-6)))
+
+    def sample():
+        start = time.perf_counter()
+        for _ in range(calls):
+            y = fn(x)
+        y.numpy()
+        return (time.perf_counter() - start) / calls
+    return sample
+
+
+def tf_conv(g):
+    @tf.function
+    def conv(x):
+        return tf.nn.conv2d(x, tf.constant(g), 1, "SAME")
+    return conv
+
+
+def our_conv(packed_np, tile_size, winograd_relu):
+    @tf.function
+    def conv(x):
+        packed = ops.PackedKernel(*(tf.constant(t) for t in packed_np))
+        return ops.sparse_winograd_conv2d(x, packed, tile_size=tile_size,
+                                          winograd_relu=winograd_relu)
+    return conv
+
+
+def measure(samplers, reps):
+    """Interleaved: one sample of each function per round; returns (best, median) per function."""
+    results = [[] for _ in samplers]
+    for _ in range(reps):
+        for i, s in enumerate(samplers):
+            results[i].append(s())
+    return [(min(r), statistics.median(r)) for r in results]
+
+
+def with_env(name, value, fn):
+    def wrapped(x):
+        saved = os.environ.get(name)
+        os.environ[name] = value
+        try:
+            return fn(x)
+        finally:
+            if saved is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = saved
+    return wrapped
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", default="1,32")
+    parser.add_argument("--densities", default="1.0,0.4,0.25,0.1")
+    parser.add_argument("--tiles", default="2,4")
+    parser.add_argument("--layers", default="all", help="comma-separated layer indices or all")
+    parser.add_argument("--reps", type=int, default=15)
+    parser.add_argument("--winograd_relu", action="store_true")
+    parser.add_argument("--no_stages", action="store_true", help="skip the products-only timing")
+    args = parser.parse_args()
+    tf.config.threading.set_intra_op_parallelism_threads(THREADS)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    batches = [int(b) for b in args.batches.split(",")]
+    densities = [float(d) for d in args.densities.split(",")]
+    tiles = [int(t) for t in args.tiles.split(",")]
+    layers = LAYERS if args.layers == "all" else [LAYERS[int(i)] for i in args.layers.split(",")]
+    peak = peak_gflops()
+    print(f"TF {tf.__version__}, clock {cpu_clock_ghz():.2f} GHz, FP32 peak {peak:.0f} GFLOP/s "
+          f"({THREADS} threads), reps {args.reps}, winograd_relu={args.winograd_relu}")
+    print("| batch | tile | density | layer | TF ms | op ms | ratio (best) | ratio (median) "
+          "| products GFLOP/s | % peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    rng = np.random.default_rng(0)
+    totals = {}
+    for batch in batches:
+        for tile in tiles:
+            for density in densities:
+                for hw, cin, cout in layers:
+                    x = tf.constant(rng.standard_normal((batch, hw, hw, cin)).astype(np.float32))
+                    g = (rng.standard_normal((3, 3, cin, cout)) * 0.1).astype(np.float32)
+                    a = tile + 2
+                    u = rng.standard_normal((a, a, cin, cout)).astype(np.float32)
+                    u[rng.random(u.shape) >= density] = 0.0
+                    packed = tuple(t.numpy() for t in ops.pack_kernel(u))
+                    nnz = packed[3].size
+                    ours = our_conv(packed, tile, args.winograd_relu)
+                    samplers = [time_fn(tf_conv(g), x), time_fn(ours, x)]
+                    if not args.no_stages:
+                        samplers.append(time_fn(with_env("TFSW_STAGE_MASK", "2", ours), x))
+                        samplers.append(time_fn(with_env("TFSW_STAGE_MASK", "0", ours), x))
+                    res = measure(samplers, args.reps)
+                    (tf_best, tf_med), (op_best, op_med) = res[0], res[1]
+                    key = (batch, tile, density)
+                    t = totals.setdefault(key, [0.0, 0.0, 0.0, 0.0])
+                    t[0] += tf_best
+                    t[1] += op_best
+                    t[2] += tf_med
+                    t[3] += op_med
+                    gflops = pct = float("nan")
+                    if not args.no_stages:
+                        products = max(res[2][0] - res[3][0], 1e-9)
+                        tiles_count = batch * (-(-hw // tile)) ** 2
+                        gflops = 2.0 * nnz * tiles_count / products / 1e9
+                        pct = 100.0 * gflops / peak
+                    print(f"| {batch} | {tile} | {density} | {hw}x{hw}x{cin}->{cout} | "
+                          f"{tf_best * 1e3:.3f} | {op_best * 1e3:.3f} | {tf_best / op_best:.2f} | "
+                          f"{tf_med / op_med:.2f} | {gflops:.0f} | {pct:.0f} |", flush=True)
+    print()
+    print("Totals over the layers (sum of times):")
+    print("| batch | tile | density | TF ms | op ms | ratio (best) | ratio (median) |")
+    print("|---|---|---|---|---|---|---|")
+    for (batch, tile, density), (tb, ob, tm, om) in totals.items():
+        print(f"| {batch} | {tile} | {density} | {tb * 1e3:.2f} | {ob * 1e3:.2f} | {tb / ob:.2f} | "
+              f"{tm / om:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,460 @@
+"""Tests of the SparseWinograd>Conv2D op against independent float64 references.
+
+Every op call pre-fills the output with NaN (debug_fill_nan), so an element the kernel misses
+shows up as NaN. The grid is sampled: a full grid on tiny images (tile remainders, borders) and a
+pairwise-covering sample of the large grid (sizes, channels, batch, density, options, ISA).
+"""
+
+import itertools
+import os
+import random
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_sparse_winograd import ops
+from tf_sparse_winograd import transforms
+from tf_sparse_winograd.ops import loader
+from tf_sparse_winograd.ops import transform_header
+
+# ------------------------------------------------- independent float64 numpy reference
+def random_winograd_kernel(rng, tile_size, in_channels, filters, density):
+    """A dense (a, a, C, F) float32 Winograd kernel with about `density` nonzeros."""
+    a = tile_size + 2
+    u = rng.standard_normal((a, a, in_channels, filters)).astype(np.float32)
+    if density < 1.0:
+        u[rng.random(u.shape) >= density] = 0.0
+    return u
+
+
+def numpy_winograd_conv2d(x, u, bias, tile_size, padding, winograd_relu, activation,
+                          absolute=False):
+    """F(m x m, 3 x 3) Winograd convolution in float64, from its definition.
+
+    With absolute=True, every matrix and value is replaced by its absolute value (and the ReLUs
+    dropped): the result bounds the magnitude of all the terms summed, which scales the float32
+    rounding error of any evaluation order.
+    """
+    bt, _, at = transforms.transform_matrices(tile_size)
+    x = np.asarray(x, np.float64)
+    u = np.asarray(u, np.float64)
+    b = None if bias is None else np.asarray(bias, np.float64)
+    if absolute:
+        bt, at, x, u = np.abs(bt), np.abs(at), np.abs(x), np.abs(u)
+        b = None if b is None else np.abs(b)
+    m = tile_size
+    a = m + 2
+    n, h, w, c = x.shape
+    f = u.shape[3]
+    pad = 1 if padding.upper() == "SAME" else 0
+    out_h, out_w = h + 2 * pad - 2, w + 2 * pad - 2
+    assert out_h >= 0 and out_w >= 0
+    tiles_h, tiles_w = -(-out_h // m), -(-out_w // m)
+    xp = np.zeros((n, tiles_h * m + 2, tiles_w * m + 2, c))
+    xp[:, pad:pad + h, pad:pad + w, :] = x
+    y = np.zeros((n, tiles_h * m, tiles_w * m, f))
+    u_rows = u.reshape(a * a, c, f)
+    for ty in range(tiles_h):
+        for tx in range(tiles_w):
+            d = xp[:, ty * m:ty * m + a, tx * m:tx * m + a, :]            # (n, a, a, c)
+            v = np.einsum("iy,nyxc,jx->nijc", bt, d, bt, optimize=True)
+            if winograd_relu and not absolute:
+                v = np.maximum(v, 0.0)
+            prod = np.matmul(v.reshape(n, a * a, c).transpose(1, 0, 2), u_rows)  # (a*a, n, f)
+            prod = prod.reshape(a, a, n, f)
+            y[:, ty * m:(ty + 1) * m, tx * m:(tx + 1) * m, :] = np.einsum(
+                "ui,ijnf,vj->nuvf", at, prod, at, optimize=True)
+    y = y[:, :out_h, :out_w, :]
+    if b is not None:
+        y = y + b
+    if activation == "relu" and not absolute:
+        y = np.maximum(y, 0.0)
+    return y
+
+
+def assert_close(actual, expected, bound, rtol, what=""):
+    """|actual - expected| <= rtol * bound elementwise (bound: the absolute-value evaluation)."""
+    actual = np.asarray(actual, np.float64)
+    assert actual.shape == expected.shape, (what, actual.shape, expected.shape)
+    assert not np.isnan(actual).any(), f"{what}: NaN in the output (an element was not written)"
+    error = np.abs(actual - expected)
+    allowed = rtol * bound + 1e-30
+    worst = np.unravel_index(np.argmax(error / allowed), error.shape) if error.size else None
+    assert np.all(error <= allowed), (
+        f"{what}: max error {error.max():.3g} at {worst}: got {actual[worst]!r}, expected "
+        f"{expected[worst]!r}, allowed {allowed[worst]:.3g}")
+
+
+def relative_error(actual, expected, bound):
+    """max |actual - expected| / bound over elements (0 for empty arrays)."""
+    if np.size(expected) == 0:
+        return 0.0
+    return float(np.max(np.abs(np.asarray(actual, np.float64) - expected) / (bound + 1e-30)))
+
+
+ISAS = ("generic", "avx2", "avx512")
+# Relative to the absolute-value bound (see op_reference.numpy_winograd_conv2d): float32
+# rounding of the transforms and of sums over <= 130 channels; measured <= 2e-6 for every tile.
+RTOL = 1e-5
+# Against tf.nn.conv2d (relative to the direct convolution's absolute bound): the Winograd
+# transforms amplify rounding, more with bigger tiles. Measured maxima over the test shapes:
+# ~1e-6 (tile 2), ~1e-5 (tile 4), ~1.5e-4 (tile 6); the limits keep a margin.
+CONV_RTOL = {2: 1e-5, 4: 1e-4, 6: 1e-3}
+
+
+@pytest.fixture(autouse=True)
+def _restore_isa():
+    saved = os.environ.get("TFSW_ISA")
+    yield
+    if saved is None:
+        os.environ.pop("TFSW_ISA", None)
+    else:
+        os.environ["TFSW_ISA"] = saved
+
+
+def run_op(x, u, bias, tile_size, padding, winograd_relu, activation, isa=None):
+    if isa is not None:
+        os.environ["TFSW_ISA"] = isa
+    packed = ops.pack_kernel(u)
+    return ops.sparse_winograd_conv2d(x, packed, bias, tile_size=tile_size, padding=padding,
+                                      winograd_relu=winograd_relu, activation=activation,
+                                      debug_fill_nan=True).numpy()
+
+
+def check_case(seed, h, w, tile_size, cin, cout, batch, density, padding, winograd_relu,
+               use_bias, activation, isa):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, h, w, cin)).astype(np.float32)
+    u = random_winograd_kernel(rng, tile_size, cin, cout, density)
+    bias = rng.standard_normal(cout).astype(np.float32) if use_bias else None
+    if padding.upper() == "VALID" and (h < 3 or w < 3):
+        if h < 2 or w < 2:
+            with pytest.raises(tf.errors.InvalidArgumentError, match="at least 3 x 3"):
+                run_op(x, u, bias, tile_size, padding, winograd_relu, activation, isa)
+            return
+        y = run_op(x, u, bias, tile_size, padding, winograd_relu, activation, isa)
+        assert y.shape == (batch, h - 2, w - 2, cout)
+        return
+    what = (f"seed={seed} hw={h}x{w} m={tile_size} c={cin}->{cout} n={batch} d={density} "
+            f"{padding} wrelu={winograd_relu} bias={use_bias} act={activation} isa={isa}")
+    expected = numpy_winograd_conv2d(x, u, bias, tile_size, padding, winograd_relu, activation)
+    bound = numpy_winograd_conv2d(x, u, bias, tile_size, padding, winograd_relu, activation,
+                                      absolute=True)
+    y = run_op(x, u, bias, tile_size, padding, winograd_relu, activation, isa)
+    assert_close(y, expected, bound, RTOL, "op " + what)
+    # The package's pure-TF reference implementation, from the dense kernel.
+    y_ref = ops.sparse_winograd_conv2d(x, u, bias, tile_size=tile_size, padding=padding,
+                                       winograd_relu=winograd_relu, activation=activation,
+                                       implementation="reference").numpy()
+    assert_close(y_ref, expected, bound, RTOL, "reference " + what)
+
+
+# ----------------------------------------------------------------------------- grids
+SMALL_GRID = list(itertools.product([1, 2, 3, 4, 5, 6, 8], [1, 2, 3, 5, 7], [2, 4, 6],
+                                    ["SAME", "VALID"]))
+
+
+@pytest.mark.parametrize("h,w,tile_size,padding", SMALL_GRID)
+def test_small_images_every_tile_remainder(h, w, tile_size, padding):
+    seed = h * 1000 + w * 100 + tile_size * 10 + (padding == "SAME")
+    isa = ISAS[seed % 3]
+    check_case(seed, h, w, tile_size, 3, 5, 2, 0.7, padding, seed % 2 == 0, seed % 4 < 2,
+               "relu" if seed % 3 == 0 else None, isa)
+
+
+LARGE_PARAMS = {
+    "hw": [(1, 33), (3, 13), (7, 7), (13, 3), (33, 33), (33, 1), (13, 7), (7, 33)],
+    "tile_size": [2, 4, 6],
+    "cin": [1, 3, 17, 64, 130],
+    "cout": [1, 3, 17, 64, 130],
+    "batch": [0, 1, 5],
+    "density": [0.0, 0.1, 0.4, 1.0],
+    "padding": ["same", "VALID"],
+    "winograd_relu": [False, True],
+    "use_bias": [False, True],
+    "activation": [None, "relu"],
+    "isa": list(ISAS),
+}
+
+
+def pairwise_cases(params, seed=20240611, tries=60):
+    """A small set of cases covering every pair of parameter values (greedy, seeded)."""
+    rng = random.Random(seed)
+    names = list(params)
+    uncovered = {((p, i), (q, j)) for p, q in itertools.combinations(names, 2)
+                 for i in range(len(params[p])) for j in range(len(params[q]))}
+    cases = []
+    while uncovered:
+        best, best_gain = None, -1
+        anchor = sorted(uncovered)[rng.randrange(len(uncovered))]
+        for _ in range(tries):
+            case = {p: rng.randrange(len(params[p])) for p in names}
+            for p, i in anchor:
+                case[p] = i
+            gain = sum(((p, case[p]), (q, case[q])) in uncovered
+                       for p, q in itertools.combinations(names, 2))
+            if gain > best_gain:
+                best, best_gain = case, gain
+        uncovered -= {((p, best[p]), (q, best[q])) for p, q in itertools.combinations(names, 2)}
+        cases.append({p: params[p][i] for p, i in best.items()})
+    return cases
+
+
+PAIRWISE = pairwise_cases(LARGE_PARAMS)
+
+
+@pytest.mark.parametrize("index", range(len(PAIRWISE)))
+def test_pairwise_grid(index):
+    case = dict(PAIRWISE[index])
+    h, w = case.pop("hw")
+    check_case(1000 + index, h, w, **case)
+
+
+def test_pairwise_grid_covers_every_pair():
+    names = list(LARGE_PARAMS)
+    for p, q in itertools.combinations(names, 2):
+        seen = {(repr(c[p]), repr(c[q])) for c in PAIRWISE}
+        assert len(seen) == len(LARGE_PARAMS[p]) * len(LARGE_PARAMS[q]), (p, q)
+
+
+# ------------------------------------------------------- against TF's direct convolution
+@pytest.mark.parametrize("tile_size", [2, 4, 6])
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize("isa", ISAS)
+def test_matches_tf_conv2d_for_a_spatial_kernel(tile_size, padding, isa):
+    rng = np.random.default_rng(tile_size * 7 + len(padding) + len(isa))
+    x = rng.standard_normal((3, 15, 10, 19)).astype(np.float32)
+    g = rng.standard_normal((3, 3, 19, 21)).astype(np.float32)
+    bias = rng.standard_normal(21).astype(np.float32)
+    u = transforms.kernel_to_winograd(g, tile_size).astype(np.float32)
+    y = run_op(x, u, bias, tile_size, padding, False, "relu", isa)
+    conv = tf.nn.relu(tf.nn.conv2d(x, g, 1, padding) + bias).numpy().astype(np.float64)
+    bound = tf.nn.conv2d(np.abs(x), np.abs(g), 1, padding).numpy().astype(np.float64) + np.abs(bias)
+    assert_close(y, conv, bound, CONV_RTOL[tile_size], f"conv2d m={tile_size}")
+
+
+def test_tolerance_is_not_vacuous():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 6, 6, 4)).astype(np.float32)
+    u = random_winograd_kernel(rng, 2, 4, 3, 1.0)
+    expected = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None)
+    bound = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None, absolute=True)
+    y = run_op(x, u, None, 2, "SAME", False, None)
+    assert_close(y, expected, bound, RTOL)
+    y[0, 5, 5, 2] += 20 * RTOL * bound[0, 5, 5, 2]
+    with pytest.raises(AssertionError):
+        assert_close(y, expected, bound, RTOL)
+    y[0, 5, 5, 2] = np.nan
+    with pytest.raises(AssertionError, match="NaN"):
+        assert_close(y, expected, bound, RTOL)
+
+
+# ---------------------------------------------------------------------------- the transforms
+def test_cpp_transform_header_matches_transforms_py():
+    path = os.path.join(os.path.dirname(ops.__file__), transform_header.HEADER_PATH)
+    with open(path, encoding="utf-8") as f:
+        assert f.read() == transform_header.render_header()
+
+
+@pytest.mark.parametrize("tile_size", [2, 4, 6])
+def test_input_and_output_transform_of_single_tile(tile_size):
+    # One tile, one channel, U = 1 at a single Winograd coordinate: the op's output is
+    # A^T E_p A restricted by the input transform, compared with the matrices of transforms.py.
+    bt, _, at = transforms.transform_matrices(tile_size)
+    a = tile_size + 2
+    rng = np.random.default_rng(tile_size)
+    d = rng.standard_normal((1, a, a, 1)).astype(np.float32)
+    v = bt @ d[0, :, :, 0].astype(np.float64) @ bt.T
+    for p in range(a * a):
+        u = np.zeros((a, a, 1, 1), np.float32)
+        u[p // a, p % a, 0, 0] = 1.0
+        y = run_op(d, u, None, tile_size, "VALID", False, None)[0, :, :, 0]
+        e = np.zeros((a, a))
+        e[p // a, p % a] = v[p // a, p % a]
+        np.testing.assert_allclose(y, at @ e @ at.T, rtol=1e-5, atol=1e-5 * np.abs(v).max())
+
+
+# ----------------------------------------------------------------------------- packing
+def test_pack_kernel_layout_and_round_trip():
+    rng = np.random.default_rng(0)
+    u = random_winograd_kernel(rng, 4, 7, 5, 0.3)
+    packed = ops.pack_kernel(u)
+    assert all(isinstance(t, tf.Tensor) for t in packed)
+    assert packed.shape.dtype == tf.int32 and packed.row_ptr.dtype == tf.int32
+    assert packed.col_idx.dtype == tf.int32 and packed.values.dtype == tf.float32
+    np.testing.assert_array_equal(packed.shape.numpy(), [6, 7, 5])
+    assert packed.values.shape[0] == np.count_nonzero(u)
+    assert packed.row_ptr.shape[0] == 36 * 5 + 1
+    # Row p * filters + f holds U[i, j, :, f] with ascending channels.
+    row_ptr, cols, vals = (t.numpy() for t in packed[1:])
+    for p, f in [(0, 0), (7, 3), (35, 4)]:
+        r = p * 5 + f
+        nz = np.nonzero(u[p // 6, p % 6, :, f])[0]
+        np.testing.assert_array_equal(cols[row_ptr[r]:row_ptr[r + 1]], nz)
+        np.testing.assert_array_equal(vals[row_ptr[r]:row_ptr[r + 1]], u[p // 6, p % 6, nz, f])
+    np.testing.assert_array_equal(ops.unpack_kernel(packed).numpy(), u)
+    rebuilt = ops.PackedKernel(**{k: tf.constant(v.numpy()) for k, v in packed._asdict().items()})
+    np.testing.assert_array_equal(ops.unpack_kernel(rebuilt).numpy(), u)
+
+
+def test_pack_kernel_in_tf_function_and_rejects_bad_shapes():
+    rng = np.random.default_rng(1)
+    u = random_winograd_kernel(rng, 2, 3, 4, 0.5)
+    packed = tf.function(ops.pack_kernel)(tf.constant(u))
+    np.testing.assert_array_equal(ops.unpack_kernel(packed).numpy(), u)
+    with pytest.raises(ValueError, match="winograd_kernel"):
+        ops.pack_kernel(np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="square"):
+        ops.pack_kernel(np.zeros((4, 3, 3, 2)))
+
+
+# ------------------------------------------------------------------------- edge cases
+def test_graph_mode_shape_inference_and_dynamic_batch():
+    rng = np.random.default_rng(2)
+    u = random_winograd_kernel(rng, 2, 6, 9, 0.5)
+    packed = ops.pack_kernel(u)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 12, 11, 6], tf.float32)])
+    def f(x):
+        y = ops.sparse_winograd_conv2d(x, packed, padding="valid")
+        assert y.shape.as_list() == [None, 10, 9, None] or y.shape.as_list() == [None, 10, 9, 9]
+        return y
+
+    x = rng.standard_normal((4, 12, 11, 6)).astype(np.float32)
+    expected = numpy_winograd_conv2d(x, u, None, 2, "VALID", False, None)
+    bound = numpy_winograd_conv2d(x, u, None, 2, "VALID", False, None, absolute=True)
+    assert_close(f(x).numpy(), expected, bound, RTOL)
+    assert_close(f(x[:1]).numpy(), expected[:1], bound[:1], RTOL)
+
+    const = tf.function(lambda x: ops.sparse_winograd_conv2d(x, packed))
+    assert const.get_concrete_function(tf.TensorSpec([2, 5, 5, 6])).output_shapes == [2, 5, 5, 9]
+
+
+def test_shape_function_rejects_wrong_ranks():
+    packed = ops.pack_kernel(np.ones((4, 4, 3, 2), np.float32))
+    with pytest.raises(ValueError, match="rank 4"):
+        tf.function(lambda x: ops.sparse_winograd_conv2d(x, packed)).get_concrete_function(
+            tf.TensorSpec([5, 5, 3]))
+    with pytest.raises(ValueError, match="a must be tile_size|tile_size \\+ 2"):
+        tf.function(lambda x: ops.sparse_winograd_conv2d(x, packed, tile_size=4)
+                    ).get_concrete_function(tf.TensorSpec([1, 5, 5, 3]))
+
+
+def test_batch_zero_zero_filters_zero_channels_and_valid_2x2():
+    rng = np.random.default_rng(3)
+    u = random_winograd_kernel(rng, 2, 3, 4, 1.0)
+    assert run_op(np.zeros((0, 5, 6, 3), np.float32), u, None, 2, "SAME", False, None).shape == (0, 5, 6, 4)
+    assert run_op(np.zeros((2, 2, 6, 3), np.float32), u, None, 2, "VALID", False, None).shape == (2, 0, 4, 4)
+    y = run_op(rng.standard_normal((2, 5, 6, 3)).astype(np.float32), np.zeros((4, 4, 3, 0), np.float32),
+               None, 2, "SAME", False, None)
+    assert y.shape == (2, 5, 6, 0)
+    bias = np.array([1.5, -2.0], np.float32)
+    y = run_op(np.zeros((1, 3, 4, 0), np.float32), np.zeros((4, 4, 0, 2), np.float32), bias, 2,
+               "SAME", False, "relu")
+    np.testing.assert_array_equal(y, np.broadcast_to([1.5, 0.0], (1, 3, 4, 2)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="at least 3 x 3"):
+        run_op(np.zeros((1, 1, 5, 3), np.float32), u, None, 2, "VALID", False, None)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_nan_and_inf_propagate(isa):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 9, 9, 5)).astype(np.float32)
+    x[0, 4, 4, 2] = np.nan
+    x[0, 0, 8, 1] = np.inf
+    g = rng.standard_normal((3, 3, 5, 3)).astype(np.float32)
+    u = transforms.kernel_to_winograd(g, 2).astype(np.float32)
+    y = run_op(x, u, None, 2, "SAME", False, "relu", isa)
+    assert np.isnan(y[0, 3:6, 3:6, :]).all()           # every output seeing the NaN
+    assert not np.isfinite(y[0, 0:2, 7:9, :]).any()    # ... and the Inf (Inf or NaN)
+    assert np.isfinite(y[0, 7:, :3, :]).all()          # far away: untouched
+    packed = ops.pack_kernel(u)
+    bad = packed._replace(values=tf.tensor_scatter_nd_update(packed.values, [[0]], [np.nan]))
+    y = ops.sparse_winograd_conv2d(np.ones((1, 4, 4, 5), np.float32), bad).numpy()
+    assert np.isnan(y).any()
+
+
+def test_padding_and_activation_spellings():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((1, 5, 5, 2)).astype(np.float32)
+    packed = ops.pack_kernel(random_winograd_kernel(rng, 2, 2, 2, 1.0))
+    a = ops.sparse_winograd_conv2d(x, packed, padding="same", activation="relu").numpy()
+    b = ops.sparse_winograd_conv2d(x, packed, padding="Same", activation="RELU").numpy()
+    np.testing.assert_array_equal(a, b)
+    for kwargs in [dict(padding="full"), dict(activation="tanh"), dict(tile_size=3),
+                   dict(implementation="fast")]:
+        with pytest.raises(ValueError):
+            ops.sparse_winograd_conv2d(x, packed, **kwargs)
+
+
+def test_argument_errors_name_the_argument():
+    rng = np.random.default_rng(7)
+    u = random_winograd_kernel(rng, 2, 3, 4, 0.5)
+    packed = ops.pack_kernel(u)
+    x = np.zeros((1, 5, 5, 3), np.float32)
+    cases = [
+        (dict(x=np.zeros((1, 5, 5, 4), np.float32)), "in_channels"),
+        (dict(bias=np.zeros(3, np.float32)), "bias"),
+        (dict(tile_size=4), "kernel_shape\\[0\\]"),
+        (dict(packed=packed._replace(col_idx=packed.col_idx + 3)), "col_idx"),
+        (dict(packed=packed._replace(row_ptr=tf.reverse(packed.row_ptr, [0]))), "row_ptr"),
+        (dict(packed=packed._replace(values=packed.values[:-1])), "values"),
+        (dict(packed=packed._replace(shape=tf.constant([4, 3, -4]))), "non-negative"),
+    ]
+    for change, pattern in cases:
+        args = dict(x=x, packed=packed, bias=None, tile_size=2)
+        args.update(change)
+        with pytest.raises(tf.errors.InvalidArgumentError, match=pattern):
+            ops.sparse_winograd_conv2d(args.pop("x"), args.pop("packed"), **args)
+    with pytest.raises(TypeError, match="PackedKernel"):
+        ops.sparse_winograd_conv2d(x, u)
+
+
+def test_every_isa_gives_the_same_result_and_threads_do_not_matter():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 20, 17, 40)).astype(np.float32)
+    u = random_winograd_kernel(rng, 4, 40, 70, 0.3)
+    results = [run_op(x, u, None, 4, "SAME", True, None, isa) for isa in ISAS]
+    expected = numpy_winograd_conv2d(x, u, None, 4, "SAME", True, None)
+    bound = numpy_winograd_conv2d(x, u, None, 4, "SAME", True, None, absolute=True)
+    for isa, y in zip(ISAS, results):
+        assert_close(y, expected, bound, RTOL, isa)
+
+
+def test_tile_block_and_filter_block_knobs():
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 17, 19, 33)).astype(np.float32)
+    u = random_winograd_kernel(rng, 2, 33, 150, 0.4)
+    expected = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None)
+    bound = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None, absolute=True)
+    saved = {k: os.environ.get(k) for k in ("TFSW_TILE_VECTORS", "TFSW_FILTER_BLOCK")}
+    try:
+        for nv, fb in [(1, 16), (2, 48), (4, 200), (4, 16)]:
+            os.environ["TFSW_TILE_VECTORS"], os.environ["TFSW_FILTER_BLOCK"] = str(nv), str(fb)
+            assert_close(run_op(x, u, None, 2, "SAME", False, None), expected, bound, RTOL,
+                             f"nv={nv} fb={fb}")
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# ------------------------------------------------------------------------------ loader
+def test_loader_names_the_fix_when_missing_or_stale(tmp_path, monkeypatch):
+    monkeypatch.setattr(loader, "_LIBRARY", None)
+    monkeypatch.setenv("TFSW_OP_LIBRARY", str(tmp_path / "missing.so"))
+    with pytest.raises(ops.OpLibraryError, match="pip install"):
+        loader.load_op_library()
+    stale = tmp_path / "stale.so"
+    stale.write_bytes(b"\x7fELF junk tfsw-built-for-tensorflow=1.15.0\x00 junk")
+    monkeypatch.setenv("TFSW_OP_LIBRARY", str(stale))
+    with pytest.raises(ops.OpLibraryError, match="built for TensorFlow 1.15.0.*build"):
+        loader.load_op_library()
+
+
+def test_library_records_the_tensorflow_version():
+    from tf_sparse_winograd.ops import build  # pylint: disable=import-outside-toplevel
+    assert build.built_for_version(loader.library_path()) == tf.__version__

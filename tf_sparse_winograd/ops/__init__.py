@@ -1,0 +1,12 @@
+"""The SparseWinograd>Conv2D custom op: packing, the Python wrapper and the lazy loader."""
+
+from tf_sparse_winograd.ops.conv import reference_conv2d
+from tf_sparse_winograd.ops.conv import sparse_winograd_conv2d
+from tf_sparse_winograd.ops.loader import OpLibraryError
+from tf_sparse_winograd.ops.loader import load_op_library
+from tf_sparse_winograd.ops.packing import PackedKernel
+from tf_sparse_winograd.ops.packing import pack_kernel
+from tf_sparse_winograd.ops.packing import unpack_kernel
+
+__all__ = ["PackedKernel", "pack_kernel", "unpack_kernel", "sparse_winograd_conv2d",
+           "reference_conv2d", "load_op_library", "OpLibraryError"]

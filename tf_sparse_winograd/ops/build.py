@@ -1,0 +1,140 @@
+"""Compiles the op library `_sparse_winograd_ops.so` in place with g++ against the installed TF.
+
+    python -m tf_sparse_winograd.ops.build [--output PATH] [--cxx g++] [--jobs N]
+
+setup.py calls `build_library` too, so `pip install .` and `pip install -e .` do the same thing.
+The flags come from `tf.sysconfig`; when TensorFlow cannot be imported in this interpreter (pip's
+build isolation hides the installed packages), they are read by running the same Python in a
+subprocess without the isolation variables. The TensorFlow version is written next to the
+library: it is compiled into the library itself, as the string `tfsw-built-for-tensorflow=<version>`
+(a file beside it would not survive setuptools' copying of editable builds); the loader reads it
+without loading the library and refuses one built for another TensorFlow.
+
+This module must import nothing but the standard library: it runs inside pip's isolated build.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+CC_DIR = os.path.join(PACKAGE_DIR, "cc")
+LIBRARY_NAME = "_sparse_winograd_ops.so"
+DEFAULT_OUTPUT = os.path.join(PACKAGE_DIR, LIBRARY_NAME)
+VERSION_MARKER = b"tfsw-built-for-tensorflow="
+
+# Translation unit -> extra flags. The ISA kernels are compiled separately so that the rest of
+# the library (and TensorFlow's headers) never see -mavx2 / -mavx512f.
+SOURCES = {
+    "ops/sparse_winograd_conv2d_op.cc": [],
+    "kernels/sparse_winograd_conv2d_op.cc": [],
+    "kernels/sparse_winograd_conv2d_generic.cc": [],
+    "kernels/sparse_winograd_conv2d_avx2.cc": ["-mavx2", "-mfma"],
+    "kernels/sparse_winograd_conv2d_avx512.cc": ["-mavx512f", "-mavx2", "-mfma",
+                                                 "-mprefer-vector-width=512"],
+}
+COMMON_FLAGS = ["-O3", "-fPIC", "-std=c++17", "-DNDEBUG", "-Wall", "-Wno-unknown-pragmas",
+                "-Wno-sign-compare"]
+
+_INFO_SCRIPT = (
+    "import json, tensorflow as tf; "
+    "print('TFSW_INFO=' + json.dumps({'version': tf.__version__, "
+    "'compile': tf.sysconfig.get_compile_flags(), 'link': tf.sysconfig.get_link_flags()}))")
+
+
+def tensorflow_info(python=None):
+    """Returns {'version', 'compile', 'link'} of the TensorFlow that `python` imports."""
+    if python is None:
+        try:
+            os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+            import tensorflow as tf  # pylint: disable=import-outside-toplevel
+            return {"version": tf.__version__, "compile": tf.sysconfig.get_compile_flags(),
+                    "link": tf.sysconfig.get_link_flags()}
+        except ImportError:
+            python = os.environ.get("TFSW_PYTHON", sys.executable)
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PYTHONPATH", "PYTHONNOUSERSITE", "PYTHONHOME", "PYTHONSAFEPATH")}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    # Run from a neutral directory so that an in-tree package never shadows anything.
+    result = subprocess.run([python, "-c", _INFO_SCRIPT], env=env, cwd=tempfile.gettempdir(),
+                            capture_output=True, text=True, check=False)
+    for line in result.stdout.splitlines():
+        if line.startswith("TFSW_INFO="):
+            return json.loads(line[len("TFSW_INFO="):])
+    raise RuntimeError(
+        "Could not import tensorflow to get its compile flags (tried this interpreter and "
+        f"{python}). Install tensorflow first. Output:\n{result.stdout}\n{result.stderr}")
+
+
+def _compile(cxx, source, obj, flags):
+    command = [cxx, "-c", source, "-o", obj] + flags
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"Compilation failed: {shlex.join(command)}\n{result.stderr}")
+    return obj
+
+
+def build_library(output=DEFAULT_OUTPUT, cxx=None, jobs=None, verbose=True):
+    """Compiles and links the op library to `output`; returns its path."""
+    cxx = cxx or os.environ.get("CXX", "g++")
+    if shutil.which(cxx) is None:
+        raise RuntimeError(f"C++ compiler {cxx!r} not found; install g++ (apt-get install g++).")
+    info = tensorflow_info()
+    jobs = jobs or max(1, min(len(SOURCES), os.cpu_count() or 1))
+    output = os.path.abspath(output)
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    include = ["-I" + os.path.join(CC_DIR, "kernels")]
+    with tempfile.TemporaryDirectory(prefix="tfsw_build_") as tmp:
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+            futures = []
+            for i, (source, extra) in enumerate(SOURCES.items()):
+                obj = os.path.join(tmp, f"{i}.o")
+                flags = (COMMON_FLAGS + extra + include + info["compile"]
+                         + [f'-DTFSW_TF_VERSION="{info["version"]}"'])
+                if verbose:
+                    print(f"[tfsw build] {cxx} {source} {' '.join(extra)}", flush=True)
+                futures.append(pool.submit(_compile, cxx, os.path.join(CC_DIR, source), obj, flags))
+            objects = [f.result() for f in futures]
+        temp_output = os.path.join(tmp, LIBRARY_NAME)
+        command = [cxx, "-shared", "-o", temp_output] + objects + info["link"] + ["-O3"]
+        result = subprocess.run(command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"Link failed: {shlex.join(command)}\n{result.stderr}")
+        shutil.move(temp_output, output)  # atomic enough: a loaded old library stays mapped
+    if verbose:
+        print(f"[tfsw build] wrote {output} (TensorFlow {info['version']})", flush=True)
+    return output
+
+
+def built_for_version(path):
+    """The TensorFlow version compiled into the library at `path`, or None."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    start = data.find(VERSION_MARKER)
+    if start < 0:
+        return None
+    start += len(VERSION_MARKER)
+    end = data.find(b"\0", start)
+    return data[start:end].decode("ascii", "replace") if end > start else None
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", default=DEFAULT_OUTPUT)
+    parser.add_argument("--cxx", default=None)
+    parser.add_argument("--jobs", type=int, default=None)
+    args = parser.parse_args(argv)
+    build_library(args.output, args.cxx, args.jobs)
+
+
+if __name__ == "__main__":
+    main()

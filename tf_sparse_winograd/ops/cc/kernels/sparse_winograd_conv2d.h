@@ -1,0 +1,69 @@
+// The sparse Winograd convolution functor: plain-C++ interface between the OpKernel (which
+// validates arguments and owns threading) and the per-ISA kernels (which do the arithmetic).
+//
+// This header must not include TensorFlow headers: it is included by the translation units
+// compiled with -mavx512f / -mavx2, whose inline functions must never be shared with the rest
+// of the library (the linker could pick an AVX-512 copy for a machine without AVX-512).
+#ifndef TF_SPARSE_WINOGRAD_OPS_CC_KERNELS_SPARSE_WINOGRAD_CONV2D_H_
+#define TF_SPARSE_WINOGRAD_OPS_CC_KERNELS_SPARSE_WINOGRAD_CONV2D_H_
+
+#include <cstdint>
+
+namespace tfsw {
+
+// Everything a kernel needs; all sizes and indices were validated by the OpKernel.
+struct ConvParams {
+  // Input, NHWC float32.
+  const float* input = nullptr;
+  int64_t batch = 0, in_h = 0, in_w = 0, in_c = 0;
+  // Output, NHWC float32: out_h x out_w, `filters` channels.
+  float* output = nullptr;
+  int64_t out_h = 0, out_w = 0, filters = 0;
+  // Top/left zero padding (1 for SAME, 0 for VALID). Bottom/right padding is implicit.
+  int64_t pad_top = 0, pad_left = 0;
+  // Tiles: tile_size x tile_size outputs each; tile t = (n * tiles_h + ty) * tiles_w + tx.
+  int tile_size = 2;
+  int64_t tiles_h = 0, tiles_w = 0, num_tiles = 0;
+  // Packed kernel: a^2 * filters CSR rows, row r = p * filters + f, p = i * a + j the Winograd
+  // coordinate; columns are input channels.
+  const int32_t* row_ptr = nullptr;
+  const int32_t* col_idx = nullptr;
+  const float* values = nullptr;
+  // Optional bias (filters floats) or nullptr.
+  const float* bias = nullptr;
+  bool winograd_relu = false;  // ReLU on V = B^T d B.
+  bool relu = false;           // ReLU on the output (after the bias).
+  // Benchmark-only (TFSW_STAGE_MASK): which stages run, bit 0 input transform, bit 1 products,
+  // bit 2 output transform and store. Anything but 7 leaves the output incomplete.
+  int stages = 7;
+
+  // Work decomposition, filled in by the OpKernel with PlanWork().
+  int64_t tile_block = 0;         // Tiles per block: a multiple of the kernel's vector width.
+  int64_t num_blocks = 0;         // ceil(num_tiles / tile_block).
+  int64_t filters_per_group = 0;  // Filters per work unit: a multiple of the vector width.
+  int64_t filter_groups = 0;      // Work units = num_blocks * filter_groups.
+  int64_t filter_block = 0;       // Filters processed together inside a unit (cache blocking).
+};
+
+// Floats of scratch memory one work unit needs (64-byte aligned by the caller).
+using ScratchSizeFn = int64_t (*)(const ConvParams&);
+// Runs work units [unit_begin, unit_end): unit u covers tile block u / filter_groups and filter
+// group u % filter_groups.
+using ConvUnitsFn = void (*)(const ConvParams&, int64_t unit_begin, int64_t unit_end,
+                             float* scratch);
+
+struct IsaKernel {
+  const char* name;
+  int vector_width;  // float lanes per vector register
+  ScratchSizeFn scratch_floats;
+  ConvUnitsFn run_units;
+};
+
+// One per instruction set, each in its own translation unit.
+IsaKernel GenericKernel();
+IsaKernel Avx2Kernel();
+IsaKernel Avx512Kernel();
+
+}  // namespace tfsw
+
+#endif  // TF_SPARSE_WINOGRAD_OPS_CC_KERNELS_SPARSE_WINOGRAD_CONV2D_H_

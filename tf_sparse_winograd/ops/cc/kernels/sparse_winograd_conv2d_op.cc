@@ -1,0 +1,275 @@
+// OpKernel of SparseWinograd>Conv2D: checks every argument, plans the work, picks the kernel
+// for the CPU's instruction set and runs it on the intra-op thread pool.
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+
+#include "sparse_winograd_conv2d.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/tensor_shape.h"
+#include "tensorflow/core/util/work_sharder.h"
+
+#ifndef TFSW_TF_VERSION
+#define TFSW_TF_VERSION "unknown"
+#endif
+
+// The TensorFlow version this library was compiled against; the Python loader reads it from the
+// file (without loading it) and refuses a library built for another version.
+extern "C" __attribute__((used, visibility("default")))
+const char tfsw_built_for_tensorflow[] = "tfsw-built-for-tensorflow=" TFSW_TF_VERSION;
+
+namespace tfsw {
+namespace {
+
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+using ::tensorflow::errors::InvalidArgument;
+
+// The best kernel this CPU runs. TFSW_ISA=generic|avx2|avx512 may ask for a lower one (tests
+// use it to cover every kernel); a request the CPU cannot run falls back to the best one.
+const IsaKernel& SelectKernel() {
+  static const IsaKernel generic = GenericKernel();
+  static const IsaKernel avx2 = Avx2Kernel();
+  static const IsaKernel avx512 = Avx512Kernel();
+  static const bool has_avx2 = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  static const bool has_avx512 = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  const char* request = std::getenv("TFSW_ISA");
+  const std::string want = request == nullptr ? "" : request;
+  if (want == "generic") return generic;
+  if (want == "avx2" && has_avx2) return avx2;
+  if (has_avx512) return avx512;
+  if (has_avx2) return avx2;
+  return generic;
+}
+
+// A positive integer from the environment (tuning knobs for the benchmark), or `fallback`.
+int64_t EnvInt(const char* name, int64_t fallback) {
+  const char* text = std::getenv(name);
+  if (text == nullptr) return fallback;
+  char* end = nullptr;
+  const long long value = std::strtoll(text, &end, 10);
+  return (end != text && value > 0) ? value : fallback;
+}
+
+int64_t CeilDiv(int64_t x, int64_t k) { return (x + k - 1) / k; }
+
+// Grow-only, 64-byte aligned scratch memory, one per thread.
+float* ThreadScratch(int64_t floats) {
+  struct Buffer {
+    float* data = nullptr;
+    int64_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffer;
+  if (buffer.size < floats) {
+    std::free(buffer.data);
+    const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
+    buffer.data = static_cast<float*>(std::aligned_alloc(64, bytes));
+    buffer.size = buffer.data == nullptr ? 0 : floats;
+  }
+  return buffer.data;
+}
+
+// Fills in the work decomposition of `p` for a kernel with `vector_width` lanes.
+void PlanWork(int vector_width, int num_threads, ConvParams* p) {
+  const int64_t vl = vector_width;
+  const int64_t a = p->tile_size + 2;
+  const int64_t cpad = CeilDiv(p->in_c, vl) * vl;
+  int64_t nv = EnvInt("TFSW_TILE_VECTORS", 0);
+  if (nv != 1 && nv != 2 && nv != 4) {
+    // Four vectors of tiles, fewer if the transformed block would not stay in L2 or if there
+    // are not enough tiles to fill them.
+    nv = 4;
+    while (nv > 1 && a * a * cpad * nv * vl * 4 > (int64_t{3} << 20)) nv /= 2;
+    while (nv > 1 && (nv / 2) * vl >= p->num_tiles) nv /= 2;
+  }
+  p->tile_block = nv * vl;
+  p->num_blocks = CeilDiv(p->num_tiles, p->tile_block);
+  // Split the filters too when there are too few tile blocks to keep every thread busy.
+  const int64_t chunks = CeilDiv(p->filters, vl);
+  int64_t groups = 1;
+  while (p->num_blocks * groups < 2 * num_threads && groups * 2 <= chunks) groups *= 2;
+  p->filters_per_group = CeilDiv(chunks, groups) * vl;
+  p->filter_groups = CeilDiv(p->filters, p->filters_per_group);
+  const int64_t block = CeilDiv(EnvInt("TFSW_FILTER_BLOCK", 64), vl) * vl;
+  p->filter_block = block < p->filters_per_group ? block : p->filters_per_group;
+}
+
+class SparseWinogradConv2DOp : public OpKernel {
+ public:
+  explicit SparseWinogradConv2DOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("tile_size", &tile_size_));
+    OP_REQUIRES(ctx, tile_size_ == 2 || tile_size_ == 4 || tile_size_ == 6,
+                InvalidArgument("tile_size must be 2, 4 or 6. Received: tile_size=", tile_size_));
+    std::string padding, activation;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding));
+    OP_REQUIRES(ctx, padding == "SAME" || padding == "VALID",
+                InvalidArgument("padding must be SAME or VALID. Received: padding=", padding));
+    same_ = padding == "SAME";
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
+    OP_REQUIRES(ctx, activation == "none" || activation == "relu",
+                InvalidArgument("activation must be none or relu. Received: activation=",
+                                activation));
+    relu_ = activation == "relu";
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("winograd_relu", &winograd_relu_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("debug_fill_nan", &debug_fill_nan_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& input = ctx->input(0);
+    const Tensor& kernel_shape = ctx->input(1);
+    const Tensor& row_ptr = ctx->input(2);
+    const Tensor& col_idx = ctx->input(3);
+    const Tensor& values = ctx->input(4);
+    const Tensor& bias = ctx->input(5);
+
+    OP_REQUIRES(ctx, input.dims() == 4,
+                InvalidArgument("input must be rank 4 (NHWC). Received: input.shape=",
+                                input.shape().DebugString()));
+    OP_REQUIRES(ctx, kernel_shape.dims() == 1 && kernel_shape.NumElements() == 3,
+                InvalidArgument("kernel_shape must be a vector of 3 int32 (a, in_channels, "
+                                "filters). Received: kernel_shape.shape=",
+                                kernel_shape.shape().DebugString()));
+    for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"row_ptr", &row_ptr},
+                                  {"col_idx", &col_idx},
+                                  {"values", &values},
+                                  {"bias", &bias}}) {
+      OP_REQUIRES(ctx, t->dims() == 1,
+                  InvalidArgument(name, " must be rank 1. Received: ", name,
+                                  ".shape=", t->shape().DebugString()));
+    }
+    const auto ks = kernel_shape.flat<int32_t>();
+    const int64_t a = ks(0), channels = ks(1), filters = ks(2);
+    OP_REQUIRES(ctx, a == tile_size_ + 2,
+                InvalidArgument("kernel_shape[0] (the Winograd tile side a) must be tile_size + 2 = ",
+                                tile_size_ + 2, ". Received: kernel_shape[0]=", a));
+    OP_REQUIRES(ctx, channels >= 0 && filters >= 0,
+                InvalidArgument("kernel_shape must be non-negative. Received: kernel_shape=[", a,
+                                ", ", channels, ", ", filters, "]"));
+    OP_REQUIRES(ctx, channels == input.dim_size(3),
+                InvalidArgument("kernel_shape[1] (in_channels) must equal the input's channels ",
+                                input.dim_size(3), ". Received: kernel_shape[1]=", channels));
+    const int64_t num_rows = a * a * filters;
+    OP_REQUIRES(ctx, row_ptr.NumElements() == num_rows + 1,
+                InvalidArgument("row_ptr must have a^2 * filters + 1 = ", num_rows + 1,
+                                " elements. Received: row_ptr.shape=",
+                                row_ptr.shape().DebugString()));
+    const int64_t nnz = col_idx.NumElements();
+    OP_REQUIRES(ctx, values.NumElements() == nnz,
+                InvalidArgument("values and col_idx must have the same length. Received: "
+                                "values.shape=", values.shape().DebugString(),
+                                ", col_idx.shape=", col_idx.shape().DebugString()));
+    OP_REQUIRES(ctx, bias.NumElements() == 0 || bias.NumElements() == filters,
+                InvalidArgument("bias must have 0 or filters = ", filters,
+                                " elements. Received: bias.shape=", bias.shape().DebugString()));
+    const int32_t* rp = row_ptr.flat<int32_t>().data();
+    OP_REQUIRES(ctx, rp[0] == 0, InvalidArgument("row_ptr[0] must be 0. Received: row_ptr[0]=",
+                                                 rp[0]));
+    for (int64_t r = 0; r < num_rows; ++r) {
+      OP_REQUIRES(ctx, rp[r + 1] >= rp[r],
+                  InvalidArgument("row_ptr must be non-decreasing. Received: row_ptr[", r, "]=",
+                                  rp[r], " > row_ptr[", r + 1, "]=", rp[r + 1]));
+    }
+    OP_REQUIRES(ctx, rp[num_rows] == nnz,
+                InvalidArgument("row_ptr[-1] must equal the number of nonzeros ", nnz,
+                                ". Received: row_ptr[-1]=", rp[num_rows]));
+    const int32_t* ci = col_idx.flat<int32_t>().data();
+    for (int64_t k = 0; k < nnz; ++k) {
+      OP_REQUIRES(ctx, ci[k] >= 0 && ci[k] < channels,
+                  InvalidArgument("col_idx must be in [0, in_channels = ", channels,
+                                  "). Received: col_idx[", k, "]=", ci[k]));
+    }
+
+    const int64_t batch = input.dim_size(0), in_h = input.dim_size(1), in_w = input.dim_size(2);
+    const int64_t out_h = same_ ? in_h : in_h - 2, out_w = same_ ? in_w : in_w - 2;
+    OP_REQUIRES(ctx, out_h >= 0 && out_w >= 0,
+                InvalidArgument("With padding VALID the input must be at least 3 x 3 "
+                                "(a negative output size would result). Received: input.shape=",
+                                input.shape().DebugString()));
+    TensorShape out_shape;
+    const int64_t out_dims[4] = {batch, out_h, out_w, filters};
+    OP_REQUIRES_OK(ctx, tensorflow::TensorShapeUtils::MakeShape(out_dims, 4, &out_shape));
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
+    if (output->NumElements() == 0) return;
+    float* out = output->flat<float>().data();
+    if (debug_fill_nan_) {
+      std::fill(out, out + output->NumElements(), std::numeric_limits<float>::quiet_NaN());
+    }
+
+    ConvParams p;
+    p.input = input.flat<float>().data();
+    p.batch = batch;
+    p.in_h = in_h;
+    p.in_w = in_w;
+    p.in_c = channels;
+    p.output = out;
+    p.out_h = out_h;
+    p.out_w = out_w;
+    p.filters = filters;
+    p.pad_top = p.pad_left = same_ ? 1 : 0;
+    p.tile_size = static_cast<int>(tile_size_);
+    p.tiles_h = CeilDiv(out_h, tile_size_);
+    p.tiles_w = CeilDiv(out_w, tile_size_);
+    p.num_tiles = batch * p.tiles_h * p.tiles_w;
+    p.row_ptr = rp;
+    p.col_idx = ci;
+    p.values = values.flat<float>().data();
+    p.bias = bias.NumElements() == 0 ? nullptr : bias.flat<float>().data();
+    p.winograd_relu = winograd_relu_;
+    p.relu = relu_;
+    const char* stages = std::getenv("TFSW_STAGE_MASK");
+    if (stages != nullptr && stages[0] >= '0' && stages[0] <= '7' && stages[1] == '\0') {
+      p.stages = stages[0] - '0';
+    }
+
+    const IsaKernel& kernel = SelectKernel();
+    auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+    PlanWork(kernel.vector_width, workers->NumThreads(), &p);
+    const int64_t units = p.num_blocks * p.filter_groups;
+    const int64_t scratch_floats = kernel.scratch_floats(p);
+    std::atomic<bool> out_of_memory{false};
+    auto work = [&](int64_t begin, int64_t end) {
+      float* scratch = ThreadScratch(scratch_floats);
+      if (scratch == nullptr) {
+        out_of_memory = true;
+        return;
+      }
+      kernel.run_units(p, begin, end, scratch);
+    };
+    if (units == 1) {
+      work(0, 1);
+    } else {
+      workers->ParallelFor(units, tsl::thread::ThreadPool::SchedulingParams::Fixed(1), work);
+    }
+    OP_REQUIRES(ctx, !out_of_memory,
+                tensorflow::errors::ResourceExhausted("SparseWinograd>Conv2D could not allocate ",
+                                                      scratch_floats * 4, " bytes of scratch"));
+  }
+
+ private:
+  int64_t tile_size_ = 2;
+  bool same_ = true;
+  bool relu_ = false;
+  bool winograd_relu_ = false;
+  bool debug_fill_nan_ = false;
+};
+
+}  // namespace
+
+REGISTER_KERNEL_BUILDER(Name("SparseWinograd>Conv2D").Device(tensorflow::DEVICE_CPU),
+                        SparseWinogradConv2DOp);
+
+}  // namespace tfsw

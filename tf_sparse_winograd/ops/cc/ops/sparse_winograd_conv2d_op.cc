@@ -1,0 +1,86 @@
+// Registration of SparseWinograd>Conv2D: inputs, attributes and the shape function.
+#include "tensorflow/core/framework/common_shape_fns.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+#include "tensorflow/core/framework/tensor.h"
+
+namespace tfsw {
+
+using ::tensorflow::errors::InvalidArgument;
+using ::tensorflow::shape_inference::DimensionHandle;
+using ::tensorflow::shape_inference::InferenceContext;
+using ::tensorflow::shape_inference::ShapeHandle;
+
+absl::Status SparseWinogradConv2DShape(InferenceContext* c) {
+  ShapeHandle input, kernel_shape, unused;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 4, &input));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &kernel_shape));
+  DimensionHandle unused_dim;
+  TF_RETURN_IF_ERROR(c->WithValue(c->Dim(kernel_shape, 0), 3, &unused_dim));
+  for (int i = 2; i < 6; ++i) TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 1, &unused));
+
+  int64_t tile_size;
+  TF_RETURN_IF_ERROR(c->GetAttr("tile_size", &tile_size));
+  if (tile_size != 2 && tile_size != 4 && tile_size != 6) {
+    return InvalidArgument("tile_size must be 2, 4 or 6. Received: tile_size=", tile_size);
+  }
+  std::string padding;
+  TF_RETURN_IF_ERROR(c->GetAttr("padding", &padding));
+
+  DimensionHandle out_h = c->Dim(input, 1), out_w = c->Dim(input, 2);
+  if (padding == "VALID") {
+    TF_RETURN_IF_ERROR(c->Subtract(out_h, 2, &out_h));
+    TF_RETURN_IF_ERROR(c->Subtract(out_w, 2, &out_w));
+  }
+  DimensionHandle filters = c->UnknownDim();
+  const tensorflow::Tensor* shape_tensor = c->input_tensor(1);
+  if (shape_tensor != nullptr && shape_tensor->NumElements() == 3) {
+    auto v = shape_tensor->flat<int32_t>();
+    if (v(0) != tile_size + 2) {
+      return InvalidArgument("kernel_shape[0] (the Winograd tile side a) must be tile_size + 2 = ",
+                             tile_size + 2, ". Received: kernel_shape[0]=", v(0));
+    }
+    if (v(1) < 0 || v(2) < 0) {
+      return InvalidArgument("kernel_shape must be non-negative. Received: kernel_shape=[", v(0),
+                             ", ", v(1), ", ", v(2), "]");
+    }
+    DimensionHandle channels;
+    TF_RETURN_IF_ERROR(c->Merge(c->Dim(input, 3), c->MakeDim(v(1)), &channels));
+    filters = c->MakeDim(v(2));
+  }
+  c->set_output(0, c->MakeShape({c->Dim(input, 0), out_h, out_w, filters}));
+  return absl::OkStatus();
+}
+
+REGISTER_OP("SparseWinograd>Conv2D")
+    .Input("input: float")
+    .Input("kernel_shape: int32")
+    .Input("row_ptr: int32")
+    .Input("col_idx: int32")
+    .Input("values: float")
+    .Input("bias: float")
+    .Output("output: float")
+    .Attr("tile_size: int = 2")
+    .Attr("padding: {'SAME', 'VALID'} = 'SAME'")
+    .Attr("winograd_relu: bool = false")
+    .Attr("activation: {'none', 'relu'} = 'none'")
+    .Attr("debug_fill_nan: bool = false")
+    .SetShapeFn(SparseWinogradConv2DShape)
+    .Doc(R"doc(
+3x3 stride-1 convolution computed as F(m x m, 3 x 3) Winograd with a sparse Winograd-domain
+kernel U (a x a x in_channels x filters, a = tile_size + 2), stored as a^2 * filters CSR rows:
+row p * filters + f (p = i * a + j) holds the nonzeros U[i, j, :, f], columns = input channels.
+
+input: NHWC float32.
+kernel_shape: [a, in_channels, filters].
+row_ptr: a^2 * filters + 1 offsets into col_idx / values; starts at 0, non-decreasing, ends at nnz.
+col_idx: nnz input-channel indices in [0, in_channels).
+values: nnz weights.
+bias: [filters] or [0] (no bias).
+output: NHWC; SAME: H x W, VALID: (H - 2) x (W - 2).
+winograd_relu: ReLU on the transformed input tiles V = B^T d B before the products.
+activation: applied after the bias.
+debug_fill_nan: test-only; fills the output with NaN before computing, so a missed element shows.
+)doc");
+
+}  // namespace tfsw

@@ -1,0 +1,107 @@
+"""`sparse_winograd_conv2d`: the C++ op's Python wrapper and a pure-TF reference."""
+
+import numpy as np
+import tensorflow as tf
+
+from tf_sparse_winograd import transforms
+from tf_sparse_winograd.ops import loader
+from tf_sparse_winograd.ops import packing
+
+_ACTIVATIONS = (None, "relu")
+
+
+def _check_arguments(tile_size, padding, activation):
+    tile_size = transforms.check_tile_size(tile_size)
+    if not isinstance(padding, str) or padding.upper() not in ("SAME", "VALID"):
+        raise ValueError(f"`padding` must be 'same' or 'valid'. Received: padding={padding!r}")
+    if activation not in _ACTIVATIONS and not (isinstance(activation, str)
+                                               and activation.lower() in ("relu", "none")):
+        raise ValueError(f"`activation` must be None or 'relu'. Received: activation={activation!r}")
+    activation = None if activation is None or activation.lower() == "none" else "relu"
+    return tile_size, padding.upper(), activation
+
+
+def sparse_winograd_conv2d(x, packed, bias=None, tile_size=2, padding="SAME",
+                           winograd_relu=False, activation=None, implementation="op",
+                           debug_fill_nan=False):
+    """3x3 stride-1 convolution as F(m x m, 3 x 3) Winograd with a sparse Winograd kernel.
+
+    Args:
+      x: NHWC float32 input.
+      packed: a `PackedKernel` (see `pack_kernel`), or for implementation='reference' also a
+        dense (a, a, in_channels, filters) Winograd kernel.
+      bias: optional [filters] bias, added after the output transform.
+      tile_size: m, 2, 4 or 6.
+      padding: 'same' (pad 1 on each side) or 'valid' (no padding), any case.
+      winograd_relu: ReLU on the transformed input tiles V = B^T d B before the products.
+      activation: None or 'relu', applied after the bias.
+      implementation: 'op' (the C++ kernel) or 'reference' (pure TF, dense).
+      debug_fill_nan: test-only: the op fills its output with NaN before computing.
+
+    Returns:
+      NHWC float32: (N, H, W, filters) for 'same', (N, H - 2, W - 2, filters) for 'valid'.
+    """
+    tile_size, padding, activation = _check_arguments(tile_size, padding, activation)
+    if implementation == "reference":
+        return reference_conv2d(x, packed, bias, tile_size, padding, winograd_relu, activation)
+    if implementation != "op":
+        raise ValueError("`implementation` must be 'op' or 'reference'. "
+                         f"Received: implementation={implementation!r}")
+    if not isinstance(packed, packing.PackedKernel):
+        raise TypeError("`packed` must be a PackedKernel (see pack_kernel). "
+                        f"Received: {type(packed).__name__}")
+    library = loader.load_op_library()
+    x = tf.convert_to_tensor(x, tf.float32)
+    bias = tf.zeros([0], tf.float32) if bias is None else tf.convert_to_tensor(bias, tf.float32)
+    return library.sparse_winograd_conv2d(
+        input=x, kernel_shape=tf.convert_to_tensor(packed.shape, tf.int32),
+        row_ptr=tf.convert_to_tensor(packed.row_ptr, tf.int32),
+        col_idx=tf.convert_to_tensor(packed.col_idx, tf.int32),
+        values=tf.convert_to_tensor(packed.values, tf.float32), bias=bias,
+        tile_size=tile_size, padding=padding, winograd_relu=bool(winograd_relu),
+        activation="none" if activation is None else activation,
+        debug_fill_nan=bool(debug_fill_nan))
+
+
+def reference_conv2d(x, kernel, bias=None, tile_size=2, padding="SAME", winograd_relu=False,
+                     activation=None):
+    """The same convolution in plain TF ops from a dense (or packed) Winograd kernel."""
+    tile_size, padding, activation = _check_arguments(tile_size, padding, activation)
+    if isinstance(kernel, packing.PackedKernel):
+        kernel = packing.unpack_kernel(kernel)
+    u = tf.convert_to_tensor(kernel, tf.float32)
+    m = tile_size
+    a = m + 2
+    bt, _, at = (tf.constant(t, tf.float32) for t in transforms.transform_matrices(m))
+    x = tf.convert_to_tensor(x, tf.float32)
+    n, h, w = x.shape[0], x.shape[1], x.shape[2]
+    filters = u.shape[3]
+    pad = 1 if padding == "SAME" else 0
+    out_h, out_w = h + 2 * pad - 2, w + 2 * pad - 2
+    if out_h < 0 or out_w < 0:
+        raise ValueError("With padding 'valid' the input must be at least 3 x 3. "
+                         f"Received: x.shape={x.shape}")
+    if n == 0 or out_h == 0 or out_w == 0:
+        return tf.zeros([n, out_h, out_w, filters], tf.float32)
+    tiles_h, tiles_w = -(-out_h // m), -(-out_w // m)
+    xp = tf.pad(x, [[0, 0], [pad, tiles_h * m + 2 - h - pad], [pad, tiles_w * m + 2 - w - pad],
+                    [0, 0]])
+    patches = tf.image.extract_patches(xp, sizes=[1, a, a, 1], strides=[1, m, m, 1],
+                                       rates=[1, 1, 1, 1], padding="VALID")
+    d = tf.reshape(patches, [n, tiles_h, tiles_w, a, a, -1])
+    v = tf.einsum("iy,nhwyxc,jx->nhwijc", bt, d, bt)
+    if winograd_relu:
+        v = tf.nn.relu(v)
+    prod = tf.einsum("nhwijc,ijcf->nhwijf", v, u)
+    y = tf.einsum("ui,nhwijf,vj->nhuwvf", at, prod, at)
+    y = tf.reshape(y, [n, tiles_h * m, tiles_w * m, filters])[:, :out_h, :out_w, :]
+    if bias is not None:
+        y = y + tf.convert_to_tensor(bias, tf.float32)
+    if activation == "relu":
+        y = tf.nn.relu(y)
+    return y
+
+
+def transform_matrices_numpy(tile_size):
+    """(BT, G, AT) float64, re-exported for tests and benchmarks."""
+    return tuple(np.asarray(t) for t in transforms.transform_matrices(tile_size))
