@@ -372,3 +372,27 @@ def test_callbacks_step_and_tensorboard_summaries(tmp_path):
     assert ("prune_low_magnitude_conv_first/kernel/threshold", 4) in values
     with pytest.raises(ValueError, match="log_dir"):
         pruning.PruningSummaries("")
+
+
+def test_rewrapping_keeps_state_and_tensor_training_flag():
+    pruned = pruning.prune_to_density(_model(), 0.3)
+    # Wrapped layers are kept, with their state.
+    again = pruning.prune_low_magnitude(pruned, skip_first_conv=True)
+    for a, b in zip(pruning.collect_prunable_layers(pruned),
+                    pruning.collect_prunable_layers(again)):
+        assert a.name == b.name and a.pruning_schedule == b.pruning_schedule
+        for x, y in zip(a.get_weights(), b.get_weights()):
+            np.testing.assert_array_equal(x, y)
+    with pytest.raises(ValueError, match="already wrapped"):
+        pruning.PruneLowMagnitude(pruning.collect_prunable_layers(pruned)[0])
+    model = keras.Sequential([keras.Input((4,)), pruning.prune_low_magnitude(
+        keras.layers.Dense(3), pruning.ConstantSparsity(0.5, 0, frequency=1))])
+
+    @tf.function
+    def run(x, training):
+        return model(x, training=training)
+
+    run(tf.ones((2, 4)), tf.constant(True))
+    run(tf.ones((2, 4)), tf.constant(False))
+    assert int(model.layers[0].pruning_step.numpy()) == 1
+    assert np.count_nonzero(model.layers[0].masks[0].numpy()) == 6
