@@ -118,7 +118,8 @@ _OPTIMIZERS = {
 
 def _masks_and_weights(model):
     return [(keras.ops.convert_to_numpy(w), keras.ops.convert_to_numpy(m))
-            for wrapper in pruning.collect_prunable_layers(model) for w, m, _ in wrapper.pruning_vars]
+            for wrapper in pruning.collect_prunable_layers(model)
+            for w, m, _ in wrapper.pruning_vars]
 
 
 @pytest.mark.parametrize("optimizer", sorted(_OPTIMIZERS))

@@ -13,7 +13,6 @@ import sys
 import textwrap
 
 import keras
-import numpy as np
 import pytest
 import tensorflow as tf
 

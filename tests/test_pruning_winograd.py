@@ -85,7 +85,8 @@ _MIRRORED = textwrap.dedent("""
     import numpy as np
     import tensorflow as tf
     cpus = tf.config.list_physical_devices("CPU")
-    tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
+    tf.config.set_logical_device_configuration(
+        cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
     from tf_sparse_winograd import pruning
     from tf_sparse_winograd.layers import WinogradConv2D

@@ -1,4 +1,4 @@
-"""Public entry points: `prune_low_magnitude`, `prune_to_density`, `strip_pruning`, `prune_scope`."""
+"""Public entry points: prune_low_magnitude, prune_to_density, strip_pruning, prune_scope."""
 
 import numbers
 

@@ -29,7 +29,7 @@ class PruningSchedule(abc.ABC):
 
     @staticmethod
     def _should_prune_in_step(step, begin_step, end_step, frequency):
-        """True iff begin_step <= step <= end_step (or end_step < 0) and (step - begin) % freq == 0."""
+        """True iff begin <= step <= end (or end < 0) and (step - begin) % frequency == 0."""
         in_range = tf.math.logical_and(
             tf.math.greater_equal(step, begin_step),
             tf.math.logical_or(tf.math.less_equal(step, end_step), tf.math.less(end_step, 0)))
