@@ -7,7 +7,6 @@ registered: `import tf_sparse_winograd` (which loads the op library) or
 
 import os
 
-import keras
 import tensorflow as tf
 
 from tf_sparse_winograd.export import folding
@@ -84,13 +83,18 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
     specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype, name=t.name)
              for t in model.inputs]
 
+    @tf.function(input_signature=specs)
     def serve(*inputs):
-        return model(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+        outputs = model(inputs[0] if len(inputs) == 1 else list(inputs), training=False)
+        return {f"output_{i}": y for i, y in enumerate(tf.nest.flatten(outputs))}
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    archive.add_endpoint(SIGNATURE_KEY, serve, input_signature=specs)
-    archive.write_out(path, verbose=False)
+    # A plain tf.Module that tracks each variable once. (keras.export.ExportArchive, as of Keras
+    # 3.15, stores every variable twice: once as a Keras variable and once as the tf.Variable
+    # the endpoint captured, which doubles the size of the SavedModel.)
+    module = tf.Module(name=model.name)
+    module.model_variables = [getattr(v, "value", v) for v in model.variables]
+    module.serve = serve
+    tf.saved_model.save(module, path, signatures={SIGNATURE_KEY: serve})
     if any(isinstance(layer, SparseWinogradConv2D) for layer in _layers(model)):
         op_name = sparse_op_name()
         if op_name not in graph_op_types(path):
@@ -123,7 +127,8 @@ def load_saved_model(path, **kwargs):
 
     Raises:
       tf.errors.NotFoundError: naming the missing op and the fix, when the op library cannot be
-        loaded or the SavedModel needs an op that is not registered.
+        loaded or the SavedModel needs an op that is not registered. (Plain `tf.saved_model.load`
+        raises TensorFlow's "Op type not registered 'SparseWinograd>Conv2D'" error instead.)
     """
     try:
         _load_op_library()
@@ -131,7 +136,9 @@ def load_saved_model(path, **kwargs):
         raise tf.errors.NotFoundError(None, None, missing_op_message(path, error)) from error
     try:
         return tf.saved_model.load(path, **kwargs)
-    except tf.errors.NotFoundError as error:
+    except (tf.errors.NotFoundError, RuntimeError) as error:
+        # TensorFlow 2.21 reports an unregistered op in a function as a RuntimeError
+        # ("Op type not registered ..."), older versions as a NotFoundError.
         if DEFAULT_OP_NAME.split(">", maxsplit=1)[0] in str(error):
             raise tf.errors.NotFoundError(None, None, missing_op_message(path, error)) from error
         raise
