@@ -397,3 +397,18 @@ def test_rewrapping_keeps_state_and_tensor_training_flag():
     run(tf.ones((2, 4)), tf.constant(False))
     assert int(model.layers[0].pruning_step.numpy()) == 1
     assert np.count_nonzero(model.layers[0].masks[0].numpy()) == 6
+
+
+def test_tf_train_checkpoint_restores_masks_thresholds_and_step(tmp_path):
+    # tf.train.Checkpoint tracks variables by attribute, unlike the .keras format.
+    source = pruning.prune_to_density(_model(SEED), 0.3)
+    path = tf.train.Checkpoint(model=source).save(str(tmp_path / "ckpt"))
+    target = pruning.prune_to_density(_model(SEED + 1), 0.6)
+    tf.train.Checkpoint(model=target).restore(path).assert_existing_objects_matched()
+    for a, b in zip(pruning.collect_prunable_layers(source),
+                    pruning.collect_prunable_layers(target)):
+        assert int(b.pruning_step.numpy()) == int(a.pruning_step.numpy())
+        for (wa, ma, ta), (wb, mb, tb) in zip(a.pruning_vars, b.pruning_vars):
+            np.testing.assert_array_equal(mb.numpy(), ma.numpy())
+            np.testing.assert_array_equal(tb.numpy(), ta.numpy())
+            np.testing.assert_array_equal(wb.numpy(), wa.numpy())

@@ -86,7 +86,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         super().build(input_shape)
         weights = prunable_layer.get_prunable_weights(self.layer)
         triples = []
-        for weight in weights:
+        for index, weight in enumerate(weights):
             base = weight.name.split("/")[-1].split(":")[0]
             mask = self.add_weight(
                 name=f"{base}_mask", shape=tuple(weight.shape), dtype=weight.dtype,
@@ -94,6 +94,9 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             threshold = self.add_weight(
                 name=f"{base}_threshold", shape=(), dtype=weight.dtype, initializer="zeros",
                 trainable=False, aggregation="only_first_replica")
+            # Attributes, so that tf.train.Checkpoint (which tracks by attribute) saves them.
+            setattr(self, f"mask_{index}", mask)
+            setattr(self, f"threshold_{index}", threshold)
             if not isinstance(weight.constraint, MaskConstraint):
                 weight.constraint = MaskConstraint(mask, weight.constraint)
             triples.append((weight, mask, threshold))
