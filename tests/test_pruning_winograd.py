@@ -105,7 +105,9 @@ _MIRRORED = textwrap.dedent("""
                                  keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4)])
         gradual = pruning.prune_low_magnitude(base, schedule)
         gradual.compile(keras.optimizers.AdamW(0.01, weight_decay=0.05), "mse")
-        oneshot = pruning.prune_to_density(base, 0.4)
+    # Outside the scope: the clone is made under the model's strategy anyway.
+    oneshot = pruning.prune_to_density(base, 0.4)
+    with strategy.scope():
         oneshot.compile(keras.optimizers.SGD(0.05, momentum=0.9, weight_decay=0.01), "mse")
     for name, model in (("gradual", gradual), ("oneshot", oneshot)):
         model.fit(x, y, batch_size=8, epochs=1, shuffle=False, verbose=0,

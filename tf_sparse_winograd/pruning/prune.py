@@ -1,11 +1,14 @@
 """Public entry points: prune_low_magnitude, prune_to_density, strip_pruning, prune_scope."""
 
+import contextlib
 import numbers
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from tf_sparse_winograd.pruning import prunable_layer
+from tf_sparse_winograd.pruning import pruning_impl
 from tf_sparse_winograd.pruning import pruning_schedule as schedules
 from tf_sparse_winograd.pruning import pruning_wrapper
 
@@ -88,9 +91,15 @@ def _clone(model, make_layer):
         copies.append((new_layer, copy))
         return new_layer
 
-    clone = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
-    for new_layer, copy in copies:
-        copy(new_layer)
+    # A model built under a distribution strategy is cloned under the same strategy, so that the
+    # new variables are distributed like the old ones even when called outside its scope.
+    strategy = pruning_impl._strategy_of(model.weights)
+    scope = (strategy.scope() if strategy is not None and not tf.distribute.has_strategy()
+             else contextlib.nullcontext())
+    with scope:
+        clone = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
+        for new_layer, copy in copies:
+            copy(new_layer)
     return clone
 
 
