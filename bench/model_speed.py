@@ -15,8 +15,10 @@ All variants are timed interleaved, round after round, so that the load of a sha
 them alike; the best round is reported (and the median, for scale). Usage:
 
   python bench/model_speed.py [--densities 0.4,0.1] [--tile_sizes 2,4] [--batch_sizes 1,32]
+                              [--conv_types winograd,winograd_relu]
 """
 
+import itertools
 import os
 import sys
 import tempfile
@@ -37,6 +39,8 @@ from tf_sparse_winograd.layers.winograd_conv2d import WinogradConv2D  # pylint: 
 _DENSITIES = flags.DEFINE_list("densities", ["0.4", "0.1"], "Winograd kernel densities.")
 _TILE_SIZES = flags.DEFINE_list("tile_sizes", ["2", "4"], "Winograd tile sizes.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "32"], "Batch sizes.")
+_CONV_TYPES = flags.DEFINE_list("conv_types", ["winograd"],
+                                "Sparse model architectures: winograd and/or winograd_relu.")
 _ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds (best is kept).")
 _MIN_SECONDS = flags.DEFINE_float("min_seconds", 0.3, "Minimum time per variant per round.")
 _THREADS = flags.DEFINE_integer("threads", 2, "intra-op threads (inter-op is 1).")
@@ -116,15 +120,16 @@ def main(argv):
     variants["spatial SavedModel"] = _serving(os.path.join(workdir, "spatial"))
     variants["spatial frozen"] = _frozen(spatial)
     sizes = {"spatial SavedModel": export.saved_model_size(os.path.join(workdir, "spatial"))}
-    for tile_size in tile_sizes:
-        for density in densities:
-            model = _build("winograd", tile_size)
-            _prune(model, density)
-            name = f"sparse F({tile_size}x{tile_size}) d={density}"
-            path = os.path.join(workdir, f"sparse_t{tile_size}_d{density}")
-            export.export_saved_model(model, path)
-            variants[name] = _serving(path)
-            sizes[name] = export.saved_model_size(path)
+    for conv_type, tile_size, density in itertools.product(_CONV_TYPES.value, tile_sizes,
+                                                           densities):
+        model = _build(conv_type, tile_size)
+        _prune(model, density)
+        name = (f"sparse F({tile_size}x{tile_size}) d={density}"
+                + (" winograd_relu" if conv_type == "winograd_relu" else ""))
+        path = os.path.join(workdir, f"sparse_{conv_type}_t{tile_size}_d{density}")
+        export.export_saved_model(model, path)
+        variants[name] = _serving(path)
+        sizes[name] = export.saved_model_size(path)
 
     rng = np.random.default_rng(_SEED)
     print(f"TensorFlow {tf.__version__}, {_THREADS.value} intra-op threads, "
