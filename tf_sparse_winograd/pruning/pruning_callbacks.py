@@ -54,6 +54,9 @@ class PruningSummaries(keras.callbacks.Callback):
                                        or not isinstance(update_freq, int) or update_freq <= 0):
             raise ValueError("`update_freq` must be 'epoch' or a positive int. "
                              f"Received: update_freq={update_freq!r}")
+        if not callable(getattr(tf.summary, "scalar", None)):
+            raise ImportError("PruningSummaries writes with tf.summary.scalar, which needs the "
+                              "tensorboard package: pip install tensorboard")
         self.log_dir = log_dir
         self.update_freq = update_freq
         self._writer = None
