@@ -1,0 +1,37 @@
+"""Figures 2 and 3 of the paper and a markdown table for runs made with train.py.
+
+  python report.py --runs=/tmp/runs/spatial,/tmp/runs/winograd,/tmp/runs/winograd_relu \
+      --out_dir=/tmp/runs/report
+
+Every results.json under the given directories is used. See docs/training.md.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+flags.DEFINE_list("runs", None, "Run directories (train.py --model_dir values) to collect.")
+flags.DEFINE_string("out_dir", None, "Where the PNGs and report.md go (default: first run dir).")
+flags.DEFINE_float("activation_density", None,
+                   "Weight density whose runs Figure 3 shows (default: the lowest one).")
+flags.DEFINE_string("title", "", "Title of Figure 2.")
+flags.mark_flag_as_required("runs")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from tf_sparse_winograd.training import reporting
+    out_dir = FLAGS.out_dir or os.path.join(FLAGS.runs[0], "report")
+    print(reporting.make_report(FLAGS.runs, out_dir, FLAGS.activation_density, FLAGS.title))
+    print(f"Wrote {out_dir}/figure2_accuracy_vs_density.png, figure3_activation_density.png, "
+          "report.md")
+
+
+if __name__ == "__main__":
+    app.run(main)
