@@ -52,13 +52,15 @@ def _prune_winograd_kernels(model, density):
 
 
 def _vgg(conv_type, tile_size, density, seed=0, **kwargs):
+    """VGG-nagadomi; below density 1 pruned one-shot (Winograd and FC kernels, not the first conv)."""
     import models  # pylint: disable=import-outside-toplevel
+    from tf_sparse_winograd import pruning  # pylint: disable=import-outside-toplevel
     keras.utils.set_random_seed(seed)
     model = models.vgg_nagadomi.build(INPUT_SHAPE, 10, conv_type=conv_type, tile_size=tile_size,
                                       **kwargs)
     _randomize_batch_norms(model, np.random.default_rng(seed))
     if density < 1.0:
-        _prune_winograd_kernels(model, density)
+        model = pruning.prune_to_density(model, density)
     return model
 
 
@@ -168,26 +170,35 @@ def test_saved_model_fails_to_load_without_the_op_and_names_the_fix(exported_vgg
 
 
 def test_sparse_saved_model_is_small_at_density_0_1(tmp_path):
-    dense_model = _vgg("winograd", 2, 1.0)
-    export.export_saved_model(dense_model, str(tmp_path / "dense"), convert=False)
-    assert OP_NAME not in export.graph_op_types(str(tmp_path / "dense"))
-    sparse_model = _vgg("winograd", 2, 0.1)
-    export.export_saved_model(sparse_model, str(tmp_path / "sparse"))
-    dense = export.saved_model_size(str(tmp_path / "dense"))
-    sparse = export.saved_model_size(str(tmp_path / "sparse"))
-    ratio = (sparse["variables"] + sparse["constants"]) / (dense["variables"] + dense["constants"])
-    # The three dense FC layers (5.2M weights, not pruned here) dominate what is left; the
-    # convolutions alone shrink to about 2 x density (a value and a column index per nonzero).
-    conv_weights = sum(l.winograd_kernel.numpy().size for l in dense_model.layers
-                       if isinstance(l, WinogradConv2D))
-    fc_weights = sum(l.kernel.numpy().size for l in dense_model.layers
-                     if isinstance(l, keras.layers.Dense))
-    conv_ratio = ((sparse["variables"] + sparse["constants"] - 4 * fc_weights)
-                  / (4 * conv_weights))
-    print(f"SavedModel size ratio at density 0.1: whole model {ratio:.3f}, "
-          f"convolutions {conv_ratio:.3f}")
-    assert conv_ratio <= 0.30
-    assert ratio < 0.75
+    for tile_size in (2, 4):
+        dense_model = _vgg("winograd", tile_size, 1.0)
+        export.export_saved_model(dense_model, str(tmp_path / "dense"), convert=False)
+        assert OP_NAME not in export.graph_op_types(str(tmp_path / "dense"))
+        sparse_model = export.export_saved_model(_vgg("winograd", tile_size, 0.1),
+                                                 str(tmp_path / "sparse"))
+        assert {type(l).__name__ for l in sparse_model.layers} >= {"SparseWinogradConv2D",
+                                                                    "SparseDense"}
+        dense = export.saved_model_size(str(tmp_path / "dense"))
+        sparse = export.saved_model_size(str(tmp_path / "sparse"))
+        ratio = ((sparse["variables"] + sparse["constants"])
+                 / (dense["variables"] + dense["constants"]))
+        print(f"F({tile_size}x{tile_size}): SavedModel variables + constants at density 0.1: "
+              f"{ratio:.3f} of the dense Winograd model's")
+        assert ratio <= 0.30
+
+
+def test_sparse_dense_keras_file_round_trip(tmp_path):
+    kernel = np.random.default_rng(4).normal(size=(12, 7)).astype(np.float32)
+    kernel[np.abs(kernel) < 1.0] = 0.0
+    layer = export.SparseDense.from_kernel(kernel, np.arange(7, dtype=np.float32), "relu")
+    assert layer.nnz == np.count_nonzero(kernel) and layer.col_idx.dtype == "int16"
+    model = keras.Sequential([keras.Input((12,)), layer])
+    model.save(str(tmp_path / "m.keras"))
+    reloaded = keras.models.load_model(str(tmp_path / "m.keras"))
+    x = np.random.default_rng(5).normal(size=(3, 12)).astype(np.float32)
+    expected = np.maximum(x @ kernel + np.arange(7), 0.0)
+    _assert_close(model(x), expected)
+    np.testing.assert_array_equal(reloaded(x), model(x))
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,13 +3,15 @@
 Every `WinogradConv2D` (plain, stripped or still in a pruning wrapper) becomes a
 `SparseWinogradConv2D` holding only its nonzeros. Where it is safe (see `folding`), an
 inference-mode BatchNormalization right after a convolution or Dense layer is folded into its
-kernel and bias, and a ReLU right after that is fused into the layer. Every other layer is cloned
-with its weights. The original model is left untouched.
+kernel and bias, and a ReLU right after that is fused into the layer. A pruned Dense layer becomes a
+`SparseDense` (stored as its nonzeros). Every other layer is cloned with its weights. The original model is left untouched.
 """
 
 import keras
+import numpy as np
 
 from tf_sparse_winograd.export import folding
+from tf_sparse_winograd.export.sparse_dense import SparseDense
 from tf_sparse_winograd.layers.sparse_winograd_conv2d import SparseWinogradConv2D
 from tf_sparse_winograd.layers.sparse_winograd_conv2d import unwrap_pruned
 
@@ -38,12 +40,24 @@ def _strip_pruning_if_needed(model):
     return pruning.strip_pruning(model)
 
 
-def _sparse_head(chain):
-    """The layer replacing a chain's head (with the chain's batch norm and ReLU folded in)."""
+def _density(kernel):
+    return np.count_nonzero(kernel) / max(1, kernel.size)
+
+
+def _sparse_head(chain, sparse_dense_max_density=None):
+    """The layer replacing a chain's head (with the chain's batch norm and ReLU folded in).
+
+    A Dense head becomes a SparseDense when its kernel's density is at most
+    `sparse_dense_max_density`; returns None for a Dense head that needs no change.
+    """
     head = folding.head_of(chain.conv)
     if isinstance(head, keras.layers.Dense):
         kernel = keras.ops.convert_to_numpy(head.kernel)
         bias = keras.ops.convert_to_numpy(head.bias) if head.use_bias else None
+        to_sparse_dense = (sparse_dense_max_density is not None
+                           and _density(kernel) <= sparse_dense_max_density)
+        if not chain.absorbed and not to_sparse_dense:
+            return None
     else:
         head, kernel = unwrap_pruned(chain.conv)
         bias = keras.ops.convert_to_numpy(head.bias) if head.use_bias else None
@@ -51,6 +65,8 @@ def _sparse_head(chain):
         kernel, bias = folding.fold_affine(kernel, bias, *folding.batch_norm_affine(chain.batch_norm))
     activation = "relu" if chain.relu is not None else keras.activations.serialize(head.activation)
     if isinstance(head, keras.layers.Dense):
+        if to_sparse_dense:
+            return SparseDense.from_kernel(kernel, bias, activation=activation, name=head.name)
         config = head.get_config()
         config.update(activation=activation, use_bias=bias is not None)
         dense = keras.layers.Dense.from_config(config)
@@ -67,11 +83,10 @@ def _sparse_head(chain):
 class _Cloner:
     """Maps each original layer to its replacement, once per layer (shared layers stay shared)."""
 
-    def __init__(self, chains, fold_batch_norm, fuse_relu):
+    def __init__(self, chains, options):
         self.chains = chains
         self.absorbed = {id(layer) for chain in chains.values() for layer in chain.absorbed}
-        self.fold_batch_norm = fold_batch_norm
-        self.fuse_relu = fuse_relu
+        self.options = options
         self.clones = {}
         self.weight_copies = []
 
@@ -83,13 +98,15 @@ class _Cloner:
     def _replace(self, layer):
         if id(layer) in self.absorbed:
             return _Absorbed(layer)
-        chain = self.chains.get(id(layer))
-        if chain is not None and (chain.absorbed or folding.winograd_layer_of(layer) is not None):
-            return _sparse_head(chain)
         if isinstance(layer, keras.Model):
-            return to_sparse(layer, self.fold_batch_norm, self.fuse_relu)
-        if folding.winograd_layer_of(layer) is not None:  # Shared Winograd layer: no folding.
-            return _sparse_head(folding.Chain(layer))
+            return to_sparse(layer, **self.options)
+        chain = self.chains.get(id(layer))
+        if chain is None and folding.head_of(layer) is not None:
+            chain = folding.Chain(layer)  # A shared layer: converted, nothing folded.
+        if chain is not None:
+            replacement = _sparse_head(chain, self.options["sparse_dense_max_density"])
+            if replacement is not None:
+                return replacement
         clone = layer.__class__.from_config(layer.get_config())
         self.weight_copies.append((layer, clone))
         return clone
@@ -105,7 +122,7 @@ def _call(layer, *args, **kwargs):
     return layer(*args, **kwargs)
 
 
-def to_sparse(model, fold_batch_norm=True, fuse_relu=True):
+def to_sparse(model, fold_batch_norm=True, fuse_relu=True, sparse_dense_max_density=0.5):
     """A clone of a built Sequential or functional `model` for sparse inference.
 
     Args:
@@ -114,6 +131,8 @@ def to_sparse(model, fold_batch_norm=True, fuse_relu=True):
         (with no activation of its own, whose output feeds only the batch norm) into its kernel
         and bias, with the moving statistics (inference mode).
       fuse_relu: fuse a plain ReLU directly after such a layer (or its batch norm) into it.
+      sparse_dense_max_density: a Dense layer whose kernel has at most this fraction of nonzeros
+        becomes a `SparseDense` (stored as its nonzeros, run dense); None keeps every Dense.
 
     Returns:
       A new model of the same kind; the WinogradConv2D layers are SparseWinogradConv2D layers
@@ -121,10 +140,12 @@ def to_sparse(model, fold_batch_norm=True, fuse_relu=True):
     """
     if not isinstance(model, keras.Model) or not model.built:
         raise ValueError(f"`model` must be a built Keras model. Received: model={model!r}")
+    options = {"fold_batch_norm": fold_batch_norm, "fuse_relu": fuse_relu,
+               "sparse_dense_max_density": sparse_dense_max_density}
     model = _strip_pruning_if_needed(model)
     if isinstance(model, keras.Sequential):
         chains = folding.plan_sequential(model.layers, fold_batch_norm, fuse_relu)
-        cloner = _Cloner(chains, fold_batch_norm, fuse_relu)
+        cloner = _Cloner(chains, options)
         layers = [cloner(layer) for layer in model.layers]
         source = model.inputs[0]
         inputs = keras.Input(batch_shape=source.shape, dtype=source.dtype, name=source.name)
@@ -132,7 +153,7 @@ def to_sparse(model, fold_batch_norm=True, fuse_relu=True):
                                              if not isinstance(layer, _Absorbed)], name=model.name)
     elif hasattr(model, "_nodes_by_depth"):
         chains = folding.plan_functional(model, fold_batch_norm, fuse_relu)
-        cloner = _Cloner(chains, fold_batch_norm, fuse_relu)
+        cloner = _Cloner(chains, options)
         clone = keras.models.clone_model(model, clone_function=cloner, call_function=_call)
     else:
         raise ValueError("`to_sparse` supports Sequential and functional models. Received a "

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tf_sparse_winograd.export import folding
 from tf_sparse_winograd.export.convert import to_sparse
+from tf_sparse_winograd.export.sparse_dense import SparseDense
 from tf_sparse_winograd.layers.sparse_winograd_conv2d import SparseWinogradConv2D
 
 SIGNATURE_KEY = "serving_default"
@@ -61,7 +62,8 @@ def saved_model_size(path):
     return {"variables": variables, "constants": constants}
 
 
-def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_relu=True):
+def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_relu=True,
+                       sparse_dense_max_density=0.5):
     """Writes `model` as a SavedModel with a `serving_default` signature (batch dimension None).
 
     Args:
@@ -70,7 +72,7 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
         SavedModel's graph runs the sparse op and stores only the nonzeros.
       path: the SavedModel directory.
       convert: False exports the model as it is (e.g. a dense reference model).
-      fold_batch_norm, fuse_relu: passed to `to_sparse`.
+      fold_batch_norm, fuse_relu, sparse_dense_max_density: passed to `to_sparse`.
 
     Returns:
       The Keras model that was exported (the sparse clone when a conversion took place).
@@ -79,7 +81,8 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
       RuntimeError: if the model has sparse layers but the written graph lacks the sparse op.
     """
     if convert and any(folding.winograd_layer_of(layer) is not None for layer in _layers(model)):
-        model = to_sparse(model, fold_batch_norm=fold_batch_norm, fuse_relu=fuse_relu)
+        model = to_sparse(model, fold_batch_norm=fold_batch_norm, fuse_relu=fuse_relu,
+                          sparse_dense_max_density=sparse_dense_max_density)
     specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype, name=t.name)
              for t in model.inputs]
 
@@ -93,8 +96,15 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
     # the endpoint captured, which doubles the size of the SavedModel.)
     module = tf.Module(name=model.name)
     module.model_variables = [getattr(v, "value", v) for v in model.variables]
-    module.serve = serve
-    tf.saved_model.save(module, path, signatures={SIGNATURE_KEY: serve})
+    sparse_dense = [layer for layer in _layers(model) if isinstance(layer, SparseDense)]
+    # Pruned Dense layers: the serving graph reads a dense kernel rebuilt at load time.
+    module.dense_kernel_caches = [layer.attach_dense_kernel_cache() for layer in sparse_dense]
+    try:
+        module.serve = serve
+        tf.saved_model.save(module, path, signatures={SIGNATURE_KEY: serve})
+    finally:
+        for layer in sparse_dense:
+            layer.detach_dense_kernel_cache()
     if any(isinstance(layer, SparseWinogradConv2D) for layer in _layers(model)):
         op_name = sparse_op_name()
         if op_name not in graph_op_types(path):
