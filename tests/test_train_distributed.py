@@ -23,7 +23,7 @@ from tf_sparse_winograd import pruning, training
 from tf_sparse_winograd.pruning import pruning_impl
 config = training.TrainConfig(
     width=0.0625, batch_size=16, max_train_examples=64, max_eval_examples=32, analysis_batches=1,
-    verbose=0, epochs=(1, 2), learning_rate=0.02, conv_type="winograd_relu", density=(0.4,),
+    verbose=0, epochs=(1, 1), learning_rate=0.02, conv_type="winograd_relu", density=(0.4,),
     data_source="idx", data_dir=idx, model_dir=model_dir, phase="all",
     strategy="mirrored" if replicas > 1 else "default")
 runner = training.Runner(config)
@@ -50,15 +50,14 @@ with open(out + ".json", "w") as f:
 
 def test_mirrored_two_cpus_same_masks_as_one_device(tmp_path):
     idx = th.write_fashion_idx(str(tmp_path / "idx"))
-    base = str(tmp_path / "base")
-    th.run_train(th.TINY_FLAGS + [f"--data_dir={idx}", "--data_source=idx", f"--model_dir={base}",
-                                  "--conv_type=winograd_relu", "--phase=dense"])
     worker = tmp_path / "worker.py"
     worker.write_text(_WORKER)
     reports, masks = {}, {}
     for replicas in (1, 2):
         run_dir = str(tmp_path / f"r{replicas}")
-        shutil.copytree(os.path.join(base, "dense"), os.path.join(run_dir, "dense"))
+        if replicas == 2:  # Start from the dense model the one-device run trained.
+            shutil.copytree(os.path.join(str(tmp_path / "r1"), "dense"),
+                            os.path.join(run_dir, "dense"))
         out = str(tmp_path / f"out{replicas}")
         proc = subprocess.run([sys.executable, str(worker), str(replicas), run_dir, idx, out],
                               cwd=th.REPO, env=th.subprocess_env(), stdout=subprocess.PIPE,
@@ -74,5 +73,5 @@ def test_mirrored_two_cpus_same_masks_as_one_device(tmp_path):
     assert sorted(masks[1]) == sorted(masks[2]) and len(masks[1]) == 7
     for name in masks[1]:
         np.testing.assert_array_equal(masks[1][name], masks[2][name], err_msg=name)
-        assert abs(masks[2][name].mean() - 0.4) < 1e-3
+        assert abs(masks[2][name].mean() - 0.4) <= 1.0 / masks[2][name].size
     assert reports[1]["densities"] == reports[2]["densities"]
