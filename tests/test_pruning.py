@@ -412,3 +412,18 @@ def test_tf_train_checkpoint_restores_masks_thresholds_and_step(tmp_path):
             np.testing.assert_array_equal(mb.numpy(), ma.numpy())
             np.testing.assert_array_equal(tb.numpy(), ta.numpy())
             np.testing.assert_array_equal(wb.numpy(), wa.numpy())
+
+
+def test_gradual_pruning_under_xla():
+    keras.utils.set_random_seed(SEED)
+    model = pruning.prune_low_magnitude(
+        keras.Sequential([keras.Input((6,)), keras.layers.Dense(8), keras.layers.Dense(3)]),
+        pruning.PolynomialDecay(0.1, 0.7, begin_step=0, end_step=4, frequency=1))
+    model.compile(keras.optimizers.AdamW(0.01, weight_decay=0.1), "mse", jit_compile=True)
+    rng = np.random.default_rng(SEED)
+    model.fit(rng.random((32, 6)), rng.random((32, 3)), batch_size=4, verbose=0,
+              callbacks=[pruning.UpdatePruningStep()])
+    for wrapper in pruning.collect_prunable_layers(model):
+        (weight, mask, _), = wrapper.pruning_vars
+        w, m = weight.numpy(), mask.numpy()
+        assert int(m.sum()) == round(0.3 * m.size) and np.all(w[m == 0] == 0)

@@ -48,11 +48,11 @@ def magnitude_mask(weights, keep):
     flat = tf.reshape(tf.math.abs(weights), [-1])
     size = tf.size(flat)
     keep = tf.clip_by_value(tf.cast(keep, tf.int32), 1, size)
-    # top_k is stable: among equal values the lower index comes first.
+    # top_k is stable: among equal values the lower index comes first. rank[i] is the position
+    # of element i in that order; static shapes throughout (no slicing by `keep`), so XLA works.
     values, indices = tf.math.top_k(flat, k=size, sorted=True)
-    kept = indices[:keep]
-    mask = tf.scatter_nd(tf.expand_dims(kept, 1), tf.ones_like(kept, dtype=weights.dtype),
-                         tf.expand_dims(size, 0))
+    rank = tf.math.invert_permutation(indices)
+    mask = tf.cast(rank < keep, weights.dtype)
     threshold = tf.gather(values, keep - 1)
     return tf.cast(threshold, weights.dtype), tf.reshape(mask, tf.shape(weights))
 
