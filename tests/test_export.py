@@ -261,7 +261,7 @@ def test_to_sparse_sequential_with_pruning_wrappers_leaves_the_original_alone():
     before = [w.numpy().copy() for w in pruned.weights]
     sparse = export.to_sparse(pruned)
     assert [type(l).__name__ for l in sparse.layers] == [
-        "SparseWinogradConv2D", "SparseWinogradConv2D", "Flatten", "Dense"]
+        "SparseWinogradConv2D", "SparseWinogradConv2D", "Flatten", "SparseDense"]
     x = np.random.default_rng(2).normal(size=(3, 8, 8, 3)).astype(np.float32)
     _assert_close(sparse(x), pruned(x, training=False))
     assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, pruned.weights))
