@@ -131,6 +131,31 @@ def test_saved_model_outputs_equal_keras_outputs_in_a_fresh_process(exported_vgg
             _assert_close(reloaded, original_outputs[batch])
 
 
+def test_plain_tf_saved_model_load_works_after_importing_the_package(exported_vgg):
+    path, inputs, sparse_outputs, _ = exported_vgg[CASES[-1]]
+    script = f"""
+        import json
+        import numpy as np
+        import tensorflow as tf
+        import tf_sparse_winograd
+        try:
+            loaded = tf.saved_model.load({path!r})
+        except (tf.errors.NotFoundError, RuntimeError) as error:
+            print("NOT REGISTERED:", error)
+        else:
+            x = tf.constant(np.asarray({inputs[1].tolist()!r}, np.float32))
+            print(json.dumps(loaded.signatures["serving_default"](x)["output_0"].numpy().tolist()))
+    """
+    out = _run_python(script)
+    if "NOT REGISTERED" in out:
+        import tf_sparse_winograd  # pylint: disable=import-outside-toplevel
+        with open(tf_sparse_winograd.__file__, encoding="utf-8") as f:
+            if "load_op_library" not in f.read():
+                pytest.skip("tf_sparse_winograd/__init__.py does not load the op library yet")
+        pytest.fail(out)
+    _assert_close(np.asarray(json.loads(out.strip().splitlines()[-1])), sparse_outputs[1])
+
+
 def test_saved_model_graph_runs_the_sparse_op_and_cli_lists_the_signature(exported_vgg):
     for density, tile_size, conv_type in CASES:
         path = exported_vgg[(density, tile_size, conv_type)][0]
