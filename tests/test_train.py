@@ -63,10 +63,12 @@ def test_train_py_with_idx_files_and_restart_at_a_phase(tmp_path):
     lines = open(flagfile).read().splitlines()
     assert "--conv_type=spatial" in lines and "--epochs=2,1" in lines
     # Restart at the next phases: dense is complete and skipped, prune and retrain run.
-    out = th.run_train(["--flagfile=" + flagfile, "--phase=all"]).stdout
+    export_dir = str(tmp_path / "saved_model")
+    out = th.run_train(["--flagfile=" + flagfile, "--phase=all", f"--export_dir={export_dir}"]).stdout
     assert "== dense" not in out and "== prune" in out and "== retrain" in out
     assert "Final (spatial, density 0.6): eval accuracy" in out
     assert "Reduction vs dense direct" in out  # The multiply table is printed.
+    assert os.path.exists(os.path.join(export_dir, "saved_model.pb"))
     progress = training.read_progress(os.path.join(model_dir, "retrain_d0.6"))
     assert [r["event"] for r in progress] == ["start", "epoch_end"]
     with open(os.path.join(model_dir, "retrain_d0.6", "results.json")) as f:
