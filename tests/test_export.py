@@ -274,7 +274,7 @@ def test_no_folding_where_it_is_unsafe():
         _assert_close(sparse(x), model(x, training=False))
 
 
-def test_to_sparse_sequential_with_pruning_wrappers_leaves_the_original_alone():
+def test_to_sparse_sequential_with_pruning_wrappers_leaves_the_original_alone(tmp_path):
     pruning = pytest.importorskip("tf_sparse_winograd.pruning")
     model = keras.Sequential([
         keras.Input((8, 8, 3)), WinogradConv2D(6, name="c1"),
@@ -290,6 +290,9 @@ def test_to_sparse_sequential_with_pruning_wrappers_leaves_the_original_alone():
     x = np.random.default_rng(2).normal(size=(3, 8, 8, 3)).astype(np.float32)
     _assert_close(sparse(x), pruned(x, training=False))
     assert all(np.array_equal(b, w.numpy()) for b, w in zip(before, pruned.weights))
+    sparse.save(str(tmp_path / "sparse.keras"))
+    reloaded = keras.models.load_model(str(tmp_path / "sparse.keras"))
+    np.testing.assert_array_equal(reloaded(x), sparse(x))
     c2 = pruned.layers[3]
     mask = next(m for _, m, _ in c2.pruning_vars).numpy()
     assert sparse.get_layer("c2").nnz() == int(mask.sum())

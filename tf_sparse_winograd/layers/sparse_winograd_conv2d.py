@@ -86,18 +86,8 @@ def unwrap_pruned(layer):
 
 
 def _pruning_masks(wrapper):
-    """[(weight, mask)] of a pruning wrapper; empty for a wrapper that does not prune."""
-    pairs = getattr(wrapper, "pruning_vars", None)
-    if pairs:
-        return [(entry[0], entry[1]) for entry in pairs]
-    # Fallback for wrappers that expose masks only as weights: a non-trainable weight named
-    # "*mask*" with the kernel's shape.
-    inner = wrapper.layer
-    kernel = getattr(inner, "winograd_kernel", None)
-    if kernel is None:
-        return []
-    return [(kernel, w) for w in wrapper.non_trainable_weights
-            if "mask" in w.path.split("/")[-1] and tuple(w.shape) == tuple(kernel.shape)]
+    """[(weight, mask)] of a pruning wrapper (tfmot-style `pruning_vars`); empty for other wrappers."""
+    return [(entry[0], entry[1]) for entry in getattr(wrapper, "pruning_vars", None) or []]
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -204,11 +194,7 @@ class SparseWinogradConv2D(keras.layers.Layer):
 
     def nnz(self):
         """The number of stored nonzero weights."""
-        for field in ("values", "data", "nonzeros"):
-            if field in self.packed_spec:
-                return int(np.prod(self.packed_spec[field]["shape"]))
-        floats = [s for s in self.packed_spec.values() if s["dtype"].startswith(("float", "bfloat"))]
-        return int(sum(np.prod(s["shape"]) for s in floats))
+        return int(np.prod(self.packed_spec["values"]["shape"]))
 
     @classmethod
     def from_kernel(cls, winograd_kernel, bias=None, tile_size=2, padding="same",
