@@ -194,6 +194,16 @@ def test_saved_model_fails_to_load_without_the_op_and_names_the_fix(exported_vgg
     assert "pip install" in out and "import tf_sparse_winograd" in out
 
 
+def _function_op_types(path):
+    """{function name: set of op types} of a SavedModel's function library."""
+    from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=import-outside-toplevel
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    return {function.signature.name: {node.op for node in function.node_def}
+            for function in saved_model.meta_graphs[0].graph_def.library.function}
+
+
 def test_sparse_saved_model_is_small_at_density_0_1(tmp_path):
     for tile_size in (2, 4):
         dense_model = _vgg("winograd", tile_size, 1.0)
@@ -203,6 +213,10 @@ def test_sparse_saved_model_is_small_at_density_0_1(tmp_path):
                                                  str(tmp_path / "sparse"))
         assert {type(l).__name__ for l in sparse_model.layers} >= {"SparseWinogradConv2D",
                                                                     "SparseDense"}
+        # The pruned FC kernels are scattered into dense ones once, at load (an initializer),
+        # never in the serving function.
+        for name, op_types in _function_op_types(str(tmp_path / "sparse")).items():
+            assert "ScatterNd" not in op_types or "_initializer" in name, name
         dense = export.saved_model_size(str(tmp_path / "dense"))
         sparse = export.saved_model_size(str(tmp_path / "sparse"))
         ratio = ((sparse["variables"] + sparse["constants"])
