@@ -161,7 +161,7 @@ def plot_figure3(act, path, title=""):
     ax.set_xticks(np.arange(len(names)))
     ax.set_xticklabels(names, rotation=30)
     ax.set_ylabel("activation density at the multiplies")
-    ax.set_ylim(0, 1.05)
+    ax.set_ylim(0, 1.25)  # Room for the legend above the bars.
     ax.grid(axis="y", alpha=0.3)
     ax.set_title(title or "Activation density per conv layer (Figure 3)")
     ax.legend(fontsize=7, loc="upper right")
