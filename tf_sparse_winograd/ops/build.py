@@ -5,8 +5,8 @@
 setup.py calls `build_library` too, so `pip install .` and `pip install -e .` do the same thing.
 The flags come from `tf.sysconfig`; when TensorFlow cannot be imported in this interpreter (pip's
 build isolation hides the installed packages), they are read by running the same Python in a
-subprocess without the isolation variables. The TensorFlow version is written next to the
-library: it is compiled into the library itself, as the string `tfsw-built-for-tensorflow=<version>`
+subprocess without the isolation variables. The TensorFlow version is compiled into the
+library itself, as the string `tfsw-built-for-tensorflow=<version>`
 (a file beside it would not survive setuptools' copying of editable builds); the loader reads it
 without loading the library and refuses one built for another TensorFlow.
 
