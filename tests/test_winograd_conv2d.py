@@ -1,0 +1,279 @@
+"""WinogradConv2D and the dense Winograd math against independent references.
+
+References: tf.nn.conv2d with the spatial kernel g when U = G g G^T, and a float64 numpy
+Winograd written here tile by tile from the explicit transform matrices.
+"""
+
+import itertools
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_sparse_winograd import transforms
+from tf_sparse_winograd import winograd_math
+from tf_sparse_winograd.layers import WinogradConv2D
+
+# Worst relative error (max |y - ref| / max |ref|) allowed in float32, per tile size. Tile 6's bound
+# is measured (see docs/performance.md): F(6x6, 3x3) has large transform coefficients.
+FLOAT32_RTOL = {2: 1e-5, 4: 1e-4, 6: 2e-3}
+SIZES = (1, 2, 3, 5, 7, 8, 13, 32)
+CHANNELS = (1, 3, 17, 64)
+
+
+def relative_error(actual, expected):
+    scale = max(np.abs(expected).max(), 1e-30)
+    return np.abs(np.asarray(actual, np.float64) - expected).max() / scale
+
+
+def numpy_winograd(x, u, tile_size, padding, winograd_relu=False):
+    """Float64 Winograd convolution, one tile at a time, straight from the explicit matrices."""
+    BT, _, AT = transforms.transform_matrices(tile_size)
+    m, a = tile_size, tile_size + 2
+    n, h, w, c = x.shape
+    border = 1 if padding == "same" else 0
+    out_h, out_w = h + 2 * border - 2, w + 2 * border - 2
+    th, tw = -(-out_h // m), -(-out_w // m)
+    padded = np.zeros((n, th * m + 2, tw * m + 2, c))
+    padded[:, border:border + h, border:border + w] = x
+    y = np.zeros((n, th * m, tw * m, u.shape[-1]))
+    for ty, tx in itertools.product(range(th), range(tw)):
+        d = padded[:, ty * m:ty * m + a, tx * m:tx * m + a, :]
+        v = np.einsum("iu,nuvc,jv->nijc", BT, d, BT)
+        if winograd_relu:
+            v = np.maximum(v, 0)
+        mm = np.einsum("nijc,ijcf->nijf", v, u)
+        y[:, ty * m:(ty + 1) * m, tx * m:(tx + 1) * m] = np.einsum("ui,nijf,vj->nuvf", AT, mm, AT)
+    return y[:, :out_h, :out_w]
+
+
+def _grid(tile_size):
+    """Every size in SIZES as H and as W, both paddings, cycling channels and batch sizes."""
+    cases = []
+    for k, (h, padding) in enumerate(itertools.product(SIZES, ("same", "valid"))):
+        w = SIZES[(3 * k + tile_size) % len(SIZES)]
+        if padding == "valid" and (h < 3 or w < 3):
+            continue
+        cin = CHANNELS[k % len(CHANNELS)]
+        cout = CHANNELS[(k + 1 + tile_size) % len(CHANNELS)]
+        cases.append((tile_size, 1 + 2 * (k % 2), h, w, cin, cout, padding))
+    return cases
+
+
+GRID = [case for t in transforms.SUPPORTED_TILE_SIZES for case in _grid(t)]
+
+
+@pytest.mark.parametrize("tile_size,batch,height,width,cin,cout,padding", GRID)
+def test_layer_equals_tf_conv2d(tile_size, batch, height, width, cin, cout, padding):
+    rng = np.random.default_rng(hash((tile_size, batch, height, width, cin, cout, padding)) % 2**32)
+    x = rng.standard_normal((batch, height, width, cin)).astype(np.float32)
+    g = rng.standard_normal((3, 3, cin, cout)).astype(np.float32)
+    layer = WinogradConv2D(cout, tile_size=tile_size, padding=padding, use_bias=False)
+    layer.build(x.shape)
+    layer.winograd_kernel.assign(transforms.kernel_to_winograd(g, tile_size).astype(np.float32))
+    expected = tf.nn.conv2d(x.astype(np.float64), g.astype(np.float64), 1, padding.upper()).numpy()
+    actual = layer(x).numpy()
+    assert actual.shape == expected.shape == layer.compute_output_shape(x.shape)
+    assert relative_error(actual, expected) < FLOAT32_RTOL[tile_size]
+
+
+@pytest.mark.parametrize("tile_size", transforms.SUPPORTED_TILE_SIZES)
+@pytest.mark.parametrize("winograd_relu", [False, True])
+def test_float64_matches_numpy_winograd(tile_size, winograd_relu):
+    rng = np.random.default_rng(tile_size)
+    for height, width, padding in [(7, 13, "same"), (5, 3, "valid"), (2, 1, "same")]:
+        x = rng.standard_normal((2, height, width, 3))
+        u = rng.standard_normal((tile_size + 2, tile_size + 2, 3, 4))
+        actual = winograd_math.winograd_conv2d(x, u, tile_size, padding, winograd_relu).numpy()
+        expected = numpy_winograd(x, u, tile_size, padding, winograd_relu)
+        np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("tile_size", transforms.SUPPORTED_TILE_SIZES)
+def test_each_transform_against_explicit_matrix(tile_size):
+    BT, _, AT = transforms.transform_matrices(tile_size)
+    m, a = tile_size, tile_size + 2
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((2, 2 * m + 1, m + 2, 3))
+    grid = winograd_math.TileGrid(tf.constant(x), tile_size, "same")
+    v = winograd_math.input_transform(tf.constant(x), grid).numpy()
+    padded = np.pad(x, ((0, 0), (1, 3 * m + 2 - x.shape[1] - 1), (1, 2 * m + 2 - x.shape[2] - 1), (0, 0)))
+    assert v.shape == (a * a, 2 * 3 * 2, 3)
+    for n, ty, tx in itertools.product(range(2), range(3), range(2)):
+        d = padded[n, ty * m:ty * m + a, tx * m:tx * m + a]
+        expected = np.einsum("iu,uvc,jv->ijc", BT, d, BT).reshape(a * a, 3)
+        np.testing.assert_allclose(v[:, (n * 3 + ty) * 2 + tx], expected, rtol=1e-12, atol=1e-12)
+    m_tiles = rng.standard_normal((a * a, 2 * 3 * 2, 5))
+    y = winograd_math.output_transform(tf.constant(m_tiles), grid).numpy()
+    for n, ty, tx in itertools.product(range(2), range(3), range(2)):
+        tile = m_tiles[:, (n * 3 + ty) * 2 + tx].reshape(a, a, 5)
+        expected = np.einsum("ui,ijf,vj->uvf", AT, tile, AT)
+        rows, cols = slice(ty * m, min((ty + 1) * m, y.shape[1])), slice(tx * m, min((tx + 1) * m, y.shape[2]))
+        np.testing.assert_allclose(y[n, rows, cols], expected[:rows.stop - rows.start, :cols.stop - cols.start],
+                                   rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("tile_size,padding,winograd_relu",
+                         [(2, "same", False), (4, "valid", True), (6, "same", False), (2, "valid", True)])
+def test_gradients_match_finite_differences(tile_size, padding, winograd_relu):
+    rng = np.random.default_rng(11)
+    x = tf.constant(rng.standard_normal((2, 5, 6, 2)))
+    u = tf.constant(rng.standard_normal((tile_size + 2, tile_size + 2, 2, 3)))
+    f = lambda x, u: winograd_math.winograd_conv2d(x, u, tile_size, padding, winograd_relu)
+    theoretical, numerical = tf.test.compute_gradient(f, [x, u], delta=1e-6)
+    for t, n in zip(theoretical, numerical):
+        np.testing.assert_allclose(t, n, rtol=1e-5, atol=1e-6)
+
+
+def test_layer_gradients_through_keras_float64():
+    """Gradients of a float64 layer (input and winograd_kernel) against central differences."""
+    rng = np.random.default_rng(3)
+    layer = WinogradConv2D(3, tile_size=4, dtype="float64", activation="tanh", winograd_relu=True)
+    x = tf.constant(rng.standard_normal((1, 7, 5, 2)))
+    weights = tf.constant(rng.standard_normal((7, 5, 3)))
+    layer.build(x.shape)
+
+    def loss(x):
+        return tf.reduce_sum(layer(x) * weights)
+
+    theoretical, numerical = tf.test.compute_gradient(loss, [x], delta=1e-6)
+    np.testing.assert_allclose(theoretical[0], numerical[0], rtol=1e-5, atol=1e-7)
+    with tf.GradientTape() as tape:
+        value = loss(x)
+    kernel_grad = tape.gradient(value, layer.winograd_kernel).numpy()
+    u0 = layer.winograd_kernel.numpy()
+    for index in [(0, 0, 0, 0), (2, 3, 1, 2), (5, 5, 1, 1), (4, 1, 0, 2)]:
+        bumped = []
+        for sign in (1, -1):
+            u = u0.copy()
+            u[index] += sign * 1e-6
+            layer.winograd_kernel.assign(u)
+            bumped.append(loss(x).numpy())
+        layer.winograd_kernel.assign(u0)
+        assert abs((bumped[0] - bumped[1]) / 2e-6 - kernel_grad[index]) < 1e-6 * max(1, abs(kernel_grad[index]))
+
+
+def test_initialization_matches_conv2d_with_same_initializer():
+    x = np.random.default_rng(0).standard_normal((2, 9, 9, 16)).astype(np.float32)
+    conv = keras.layers.Conv2D(32, 3, padding="same", kernel_initializer=keras.initializers.HeNormal(seed=5))
+    wino = WinogradConv2D(32, tile_size=4, kernel_initializer=keras.initializers.HeNormal(seed=5))
+    assert relative_error(wino(x).numpy(), conv(x).numpy().astype(np.float64)) < 1e-4
+    assert wino.winograd_kernel.shape == (6, 6, 16, 32)
+    assert [w.path.split("/")[-1] for w in wino.weights] == ["winograd_kernel", "bias"]
+
+
+@pytest.mark.parametrize("tile_size", transforms.SUPPORTED_TILE_SIZES)
+def test_from_conv2d_reproduces_conv2d(tile_size):
+    rng = np.random.default_rng(tile_size)
+    conv = keras.layers.Conv2D(6, 3, padding="valid", activation="relu", bias_initializer="random_normal")
+    x = rng.standard_normal((3, 11, 8, 4)).astype(np.float32)
+    expected = conv(x).numpy()
+    wino = WinogradConv2D.from_conv2d(conv, tile_size)
+    assert (wino.name, wino.padding, wino.filters) == (conv.name, "valid", 6)
+    assert relative_error(wino(x).numpy(), expected) < FLOAT32_RTOL[tile_size]
+
+
+@pytest.mark.parametrize("conv,match", [
+    (keras.layers.Conv2D(4, 3, strides=2), "strides"),
+    (keras.layers.Conv2D(4, 5), "kernel_size"),
+    (keras.layers.Conv2D(4, 3, dilation_rate=2), "dilation_rate"),
+])
+def test_from_conv2d_rejects_unsupported(conv, match):
+    conv.build((None, 8, 8, 2))
+    with pytest.raises(ValueError, match=match):
+        WinogradConv2D.from_conv2d(conv)
+    with pytest.raises(ValueError, match="conv2d_layer"):
+        WinogradConv2D.from_conv2d(keras.layers.Dense(3))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(filters=0), "filters=0"), (dict(filters=2.5), "filters=2.5"),
+    (dict(filters=4, kernel_size=5), "kernel_size=5"), (dict(filters=4, kernel_size=(3, 1)), r"kernel_size=\(3, 1\)"),
+    (dict(filters=4, strides=2), "strides=2"), (dict(filters=4, dilation_rate=(2, 2)), "dilation_rate"),
+    (dict(filters=4, tile_size=3), "tile_size=3"), (dict(filters=4, padding="causal"), "padding='causal'"),
+    (dict(filters=4, winograd_relu="yes"), "winograd_relu='yes'"),
+])
+def test_bad_arguments_raise_named_value_errors(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        WinogradConv2D(**kwargs)
+
+
+def test_too_small_valid_input_and_unknown_channels():
+    with pytest.raises(ValueError, match="too small"):
+        WinogradConv2D(4, padding="valid").build((None, 2, 8, 3))
+    with pytest.raises(ValueError, match="channel"):
+        WinogradConv2D(4).build((None, 8, 8, None))
+
+
+def test_get_config_round_trips_every_argument():
+    layer = WinogradConv2D(
+        filters=7, tile_size=4, padding="valid", use_bias=False, activation="relu",
+        winograd_relu=True, kernel_initializer=keras.initializers.HeNormal(seed=3),
+        bias_initializer="ones", kernel_regularizer=keras.regularizers.L2(1e-4),
+        bias_regularizer=keras.regularizers.L1(1e-3), activity_regularizer=keras.regularizers.L2(1e-5),
+        kernel_constraint=keras.constraints.MaxNorm(3.0), bias_constraint=keras.constraints.NonNeg(),
+        name="wino", dtype="float64")
+    config = layer.get_config()
+    clone = WinogradConv2D.from_config(config)
+    assert clone.get_config() == config
+    for key in ("filters", "tile_size", "padding", "use_bias", "winograd_relu", "name"):
+        assert getattr(clone, key) == getattr(layer, key)
+    assert clone.activation is keras.activations.relu
+    assert isinstance(clone.kernel_initializer, keras.initializers.HeNormal)
+    assert clone.kernel_initializer.seed == 3
+    assert isinstance(clone.bias_initializer, keras.initializers.Ones)
+    assert clone.kernel_regularizer.l2 == pytest.approx(1e-4)
+    assert clone.bias_regularizer.l1 == pytest.approx(1e-3)
+    assert clone.activity_regularizer.l2 == pytest.approx(1e-5)
+    assert clone.kernel_constraint.max_value == 3.0
+    assert isinstance(clone.bias_constraint, keras.constraints.NonNeg)
+    assert clone.dtype_policy.name == "float64"
+
+
+def test_keras_save_load_reproduces_outputs_exactly(tmp_path):
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((12, 12, 3))
+    h = WinogradConv2D(8, tile_size=2)(inputs)
+    h = keras.layers.ReLU()(h)
+    h = WinogradConv2D(8, tile_size=4, winograd_relu=True, kernel_regularizer="l2")(h)
+    h = WinogradConv2D(5, tile_size=6, padding="valid", activation="relu")(h)
+    model = keras.Model(inputs, keras.layers.GlobalAveragePooling2D()(h))
+    model.compile(keras.optimizers.SGD(0.01, momentum=0.9), "mse")
+    x, y = rng.standard_normal((8, 12, 12, 3)), rng.standard_normal((8, 5))
+    model.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(model.predict(x, verbose=0), loaded.predict(x, verbose=0))
+    for a, b in zip(model.weights, loaded.weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_trains_under_model_fit_with_dynamic_spatial_size():
+    model = keras.Sequential([keras.Input((None, None, 2)), WinogradConv2D(4, tile_size=2),
+                              keras.layers.GlobalMaxPooling2D()])
+    model.compile("adam", "mse")
+    rng = np.random.default_rng(1)
+    before = model.layers[0].winograd_kernel.numpy().copy()
+    model.fit(rng.standard_normal((4, 9, 7, 2)), rng.standard_normal((4, 4)), verbose=0)
+    assert not np.array_equal(before, model.layers[0].winograd_kernel.numpy())
+    assert model.predict(rng.standard_normal((1, 5, 11, 2)), verbose=0).shape == (1, 4)
+
+
+def test_import_keeps_tf_keras_on_keras3():
+    code = ("import os, tensorflow as tf, keras, tf_sparse_winograd, tf_sparse_winograd.layers\n"
+            "import tf_sparse_winograd.pruning\n"
+            "assert 'TF_USE_LEGACY_KERAS' not in os.environ, os.environ.get('TF_USE_LEGACY_KERAS')\n"
+            "assert tf.keras.layers.Layer is keras.layers.Layer, tf.keras\n"
+            "assert keras.__version__.startswith('3'), keras.__version__\n"
+            "import sys; assert 'tensorflow_model_optimization' not in sys.modules\n"
+            "print('ok')\n")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                            timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
