@@ -56,7 +56,7 @@ flags.DEFINE_integer("max_train_examples", _D.max_train_examples,
 flags.DEFINE_integer("max_eval_examples", _D.max_eval_examples,
                      "Evaluate on the first N test examples only (0: all).")
 flags.DEFINE_integer("analysis_batches", _D.analysis_batches,
-                     "Test batches used to measure activation densities.")
+                     "Test batches used to measure activation densities (0: do not measure).")
 flags.DEFINE_enum("strategy", _D.strategy, ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy: one device, all local devices, or TF_CONFIG workers.")
 flags.DEFINE_integer("verbose", _D.verbose, "Keras fit verbosity (1: progress bars).")

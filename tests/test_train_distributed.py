@@ -22,7 +22,7 @@ if replicas > 1:
 from tf_sparse_winograd import pruning, training
 from tf_sparse_winograd.pruning import pruning_impl
 config = training.TrainConfig(
-    width=0.0625, batch_size=16, max_train_examples=64, max_eval_examples=32, analysis_batches=1,
+    width=0.0625, batch_size=16, max_train_examples=64, max_eval_examples=32, analysis_batches=0,
     verbose=0, epochs=(1, 1), learning_rate=0.02, conv_type="winograd_relu", density=(0.4,),
     data_source="idx", data_dir=idx, model_dir=model_dir, phase="all",
     strategy="mirrored" if replicas > 1 else "default")

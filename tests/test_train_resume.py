@@ -10,7 +10,7 @@ import time
 from tf_sparse_winograd import training
 from tf_sparse_winograd.training import testing as th
 
-EPOCHS = 4
+EPOCHS = 3
 STEPS_PER_EPOCH = 4  # 64 examples / batch 16.
 
 
@@ -19,7 +19,7 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     model_dir = str(tmp_path / "run")
     args = [sys.executable, th.TRAIN_PY] + th.TINY_FLAGS + [
         f"--data_dir={idx}", "--data_source=idx", f"--model_dir={model_dir}", "--phase=dense",
-        "--conv_type=winograd", f"--epochs={EPOCHS}", "--max_train_examples=64"]
+        "--conv_type=winograd", f"--epochs={EPOCHS}", "--max_train_examples=64", "--analysis_batches=0"]
     dense = os.path.join(model_dir, "dense")
     index = os.path.join(dense, "checkpoints", "checkpoint")
     log = open(tmp_path / "first_run.log", "w")

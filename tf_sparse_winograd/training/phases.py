@@ -207,9 +207,10 @@ class Runner:
         """Evaluates, counts multiplies, saves the weights and results.json of a phase."""
         directory = self._phase_dir(phase)
         loss, accuracy = model.evaluate(self.eval_ds, verbose=0)
-        counts = analysis.count_multiplies(model, self.eval_ds.map(lambda x, y: x),
-                                           tile_size=self.config.tile_size,
-                                           max_batches=self.config.analysis_batches)
+        batches = self.config.analysis_batches
+        counts = analysis.count_multiplies(
+            model, self.eval_ds.map(lambda x, y: x) if batches else None,
+            tile_size=self.config.tile_size, max_batches=batches)
         results = {"phase": phase, "model": self.config.model, "dataset": self.config.dataset,
                    "conv_type": self.config.conv_type, "tile_size": self.config.tile_size,
                    "width": self.config.width, "density": list(self.config.density)
