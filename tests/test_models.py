@@ -63,8 +63,8 @@ def test_vgg_plain_types_keep_spatial_relus(conv_type):
     assert not any(getattr(c, "winograd_relu", False) for c in _convs(model))
 
 
-def test_winograd_relu_equals_relu_before_the_conv_at_matching_weights():
-    """Moving the ReLU changes the function; the 'winograd' model with the same weights differs."""
+def test_moving_the_relu_changes_the_function():
+    """'winograd' and 'winograd_relu' share their weights' shapes but not their function."""
     keras.utils.set_random_seed(1)
     a = models.build_model("vgg_nagadomi", (16, 16, 1), 10, "winograd", width=0.1)
     b = models.build_model("vgg_nagadomi", (16, 16, 1), 10, "winograd_relu", width=0.1)
