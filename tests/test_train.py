@@ -48,7 +48,22 @@ def test_all_phases_with_tfds_mock_data(tmp_path):
     assert multiplies["total_effective"] < multiplies["total_executed"] < multiplies["total_direct"]
     with open(os.path.join(config.phase_dir("retrain"), "flags.json")) as f:
         assert json.load(f)["conv_type"] == "winograd_relu"
-    assert retrained is not None
+    # Extending the retrain phase resumes from its checkpoint, masks and pruning step included.
+    from tf_sparse_winograd import pruning
+    masks = {w.layer.name: np.array(w.masks[0]) for w in pruning.collect_prunable_layers(retrained)}
+    os.remove(os.path.join(config.phase_dir("retrain"), "results.json"))
+    longer = _tiny_config(tmp_path / "run", dataset="cifar10", data_source="tfds",
+                          conv_type="winograd_relu", density=(0.5,), epochs=(1, 2), phase="retrain")
+    with tfds.testing.mock_data(num_examples=64):
+        runner2 = training.Runner(longer)
+        runner2.run()
+    progress = training.read_progress(config.phase_dir("retrain"))
+    assert [(r["event"], r["epoch"]) for r in progress] == [
+        ("start", 0), ("epoch_end", 1), ("start", 1), ("epoch_end", 2)]
+    assert progress[2]["optimizer_iterations"] == progress[1]["optimizer_iterations"] == 4
+    for wrapper in pruning.collect_prunable_layers(runner2.models["retrain"]):
+        np.testing.assert_array_equal(np.array(wrapper.masks[0]), masks[wrapper.layer.name])
+        assert int(np.array(wrapper.pruning_step)) > 1
 
 
 def test_train_py_with_idx_files_and_restart_at_a_phase(tmp_path):
