@@ -38,6 +38,20 @@ def output_size(input_size, padding):
     return input_size if normalize_padding(padding) == "same" else input_size - 2
 
 
+def conv_output_shape(input_shape, padding, filters, layer_name):
+    """NHWC output shape of a stride-1 3x3 convolution, for a layer's `compute_output_shape`.
+
+    Raises a ValueError naming `layer_name` for a non-4-D shape or an input too small for 'valid'.
+    """
+    if len(input_shape) != 4:
+        raise ValueError(f"{layer_name} expects 4-D NHWC inputs. Received: input_shape={input_shape}")
+    height, width = (output_size(d, padding) for d in input_shape[1:3])
+    if (height is not None and height <= 0) or (width is not None and width <= 0):
+        raise ValueError(f"Inputs of spatial size {tuple(input_shape[1:3])} are too small for "
+                         f"a 3x3 '{padding}' convolution. Received: input_shape={input_shape}")
+    return (input_shape[0], height, width, filters)
+
+
 def _linear_combination(coefficients, terms):
     """sum_k c_k * t_k over the nonzero c_k, without multiplying by +-1."""
     total = None

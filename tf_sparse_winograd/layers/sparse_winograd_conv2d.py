@@ -169,14 +169,8 @@ class SparseWinogradConv2D(keras.layers.Layer):
         return tf.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        if len(input_shape) != 4:
-            raise ValueError("SparseWinogradConv2D expects 4-D NHWC inputs. "
-                             f"Received: input_shape={input_shape}")
-        height, width = (winograd_math.output_size(d, self.padding) for d in input_shape[1:3])
-        if (height is not None and height <= 0) or (width is not None and width <= 0):
-            raise ValueError(f"Inputs of spatial size {tuple(input_shape[1:3])} are too small for "
-                             f"a 3x3 '{self.padding}' convolution. Received: input_shape={input_shape}")
-        return (input_shape[0], height, width, self.filters)
+        return winograd_math.conv_output_shape(input_shape, self.padding, self.filters,
+                                               type(self).__name__)
 
     def get_config(self):
         config = super().get_config()
