@@ -180,7 +180,10 @@ class SparseWinogradConv2DOp : public OpKernel {
     const int32_t* rp = row_ptr.flat<int32_t>().data();
     OP_REQUIRES(ctx, rp[0] == 0, InvalidArgument("row_ptr[0] must be 0. Received: row_ptr[0]=",
                                                  rp[0]));
-    for (int64_t r = 0; r < num_rows; ++r) {
+    // A branch-free (vectorizable) scan first; the slow search for the message only on error.
+    bool decreasing = false;
+    for (int64_t r = 0; r < num_rows; ++r) decreasing |= rp[r + 1] < rp[r];
+    for (int64_t r = 0; decreasing && r < num_rows; ++r) {
       OP_REQUIRES(ctx, rp[r + 1] >= rp[r],
                   InvalidArgument("row_ptr must be non-decreasing. Received: row_ptr[", r, "]=",
                                   rp[r], " > row_ptr[", r + 1, "]=", rp[r + 1]));
@@ -189,7 +192,10 @@ class SparseWinogradConv2DOp : public OpKernel {
                 InvalidArgument("row_ptr[-1] must equal the number of nonzeros ", nnz,
                                 ". Received: row_ptr[-1]=", rp[num_rows]));
     const int32_t* ci = col_idx.flat<int32_t>().data();
-    for (int64_t k = 0; k < nnz; ++k) {
+    bool out_of_range = false;
+    const uint32_t limit = static_cast<uint32_t>(channels);  // channels <= INT32_MAX here
+    for (int64_t k = 0; k < nnz; ++k) out_of_range |= static_cast<uint32_t>(ci[k]) >= limit;
+    for (int64_t k = 0; out_of_range && k < nnz; ++k) {
       OP_REQUIRES(ctx, ci[k] >= 0 && ci[k] < channels,
                   InvalidArgument("col_idx must be in [0, in_channels = ", channels,
                                   "). Received: col_idx[", k, "]=", ci[k]));
