@@ -19,8 +19,9 @@ from tf_sparse_winograd import winograd_math
 from tf_sparse_winograd.layers import WinogradConv2D
 
 # Worst relative error (max |y - ref| / max |ref|) allowed in float32, per tile size. Tile 6's bound
-# is measured (see docs/performance.md): F(6x6, 3x3) has large transform coefficients.
-FLOAT32_RTOL = {2: 1e-5, 4: 1e-4, 6: 2e-3}
+# is measured: the worst over GRID was 8.5e-6 (tile 4: 2.9e-6, tile 2: 3.5e-7), see
+# docs/performance.md; F(6x6, 3x3) has the largest transform coefficients.
+FLOAT32_RTOL = {2: 1e-5, 4: 1e-4, 6: 5e-5}
 SIZES = (1, 2, 3, 5, 7, 8, 13, 32)
 CHANNELS = (1, 3, 17, 64)
 
