@@ -227,9 +227,9 @@ def test_get_config_round_trips_every_argument():
     assert isinstance(clone.kernel_initializer, keras.initializers.HeNormal)
     assert clone.kernel_initializer.seed == 3
     assert isinstance(clone.bias_initializer, keras.initializers.Ones)
-    assert clone.kernel_regularizer.l2 == pytest.approx(1e-4)
-    assert clone.bias_regularizer.l1 == pytest.approx(1e-3)
-    assert clone.activity_regularizer.l2 == pytest.approx(1e-5)
+    assert float(clone.kernel_regularizer.l2) == pytest.approx(1e-4)
+    assert float(clone.bias_regularizer.l1) == pytest.approx(1e-3)
+    assert float(clone.activity_regularizer.l2) == pytest.approx(1e-5)
     assert clone.kernel_constraint.max_value == 3.0
     assert isinstance(clone.bias_constraint, keras.constraints.NonNeg)
     assert clone.dtype_policy.name == "float64"
