@@ -45,22 +45,13 @@ class WinogradKernelInitializer(keras.initializers.Initializer):
                 "tile_size": self.tile_size}
 
 
-def _check_three(value, argument_name):
-    """Accepts 3 or (3, 3), the only kernel size Winograd F(m x m, 3 x 3) supports."""
+def _require_square(value, expected, argument_name, reason):
+    """Accepts `expected` or (expected, expected), the only value Winograd F(m x m, 3 x 3) supports."""
     normalized = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if not isinstance(normalized, (tuple, list)) or tuple(normalized) != (3, 3):
-        raise ValueError(f"WinogradConv2D supports only 3x3 kernels. "
+    if not isinstance(normalized, (tuple, list)) or tuple(normalized) != (expected, expected):
+        raise ValueError(f"WinogradConv2D supports only {argument_name}={expected} ({reason}). "
                          f"Received: {argument_name}={value!r}")
-    return 3
-
-
-def _check_one(value, argument_name):
-    """Accepts 1 or (1, 1): Winograd convolution here is stride 1, undilated."""
-    normalized = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if not isinstance(normalized, (tuple, list)) or tuple(normalized) != (1, 1):
-        raise ValueError(f"WinogradConv2D supports only {argument_name}=1 (use max-pooling to "
-                         f"downsample). Received: {argument_name}={value!r}")
-    return 1
+    return expected
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -93,9 +84,9 @@ class WinogradConv2D(keras.layers.Layer):
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters <= 0:
             raise ValueError(f"`filters` must be a positive integer. Received: filters={filters!r}")
         self.filters = int(filters)
-        self.kernel_size = _check_three(kernel_size, "kernel_size")
-        self.strides = _check_one(strides, "strides")
-        self.dilation_rate = _check_one(dilation_rate, "dilation_rate")
+        self.kernel_size = _require_square(kernel_size, 3, "kernel_size", "3x3 kernels")
+        self.strides = _require_square(strides, 1, "strides", "use max-pooling to downsample")
+        self.dilation_rate = _require_square(dilation_rate, 1, "dilation_rate", "undilated")
         self.tile_size = transforms.check_tile_size(tile_size)
         self.padding = winograd_math.normalize_padding(padding)
         if not isinstance(winograd_relu, (bool, np.bool_)):
