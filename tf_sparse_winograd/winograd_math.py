@@ -74,7 +74,7 @@ class TileGrid:
         self.tile_size = transforms.check_tile_size(tile_size)
         self.padding = normalize_padding(padding)
         dynamic_shape = tf.shape(x)
-        self.batch, height, width, self.channels = (
+        self.batch, height, width, _ = (
             static if static is not None else dynamic_shape[i]
             for i, static in enumerate(x.shape))
         border = 1 if self.padding == "same" else 0
