@@ -52,11 +52,21 @@ using ScratchSizeFn = int64_t (*)(const ConvParams&);
 using ConvUnitsFn = void (*)(const ConvParams&, int64_t unit_begin, int64_t unit_end,
                              float* scratch);
 
+// Argument scans, compiled with the kernel's instruction set so that they vectorise (the
+// OpKernel's own translation unit is built for baseline x86-64, where an unsigned 32-bit max does
+// not vectorise: its scalar scan of col_idx cost about 1 ns per nonzero, as much as all the rest
+// of a batch-1 call). True iff values[0 .. n) are non-decreasing.
+using NonDecreasingFn = bool (*)(const int32_t* values, int64_t n);
+// True iff every values[k] is in [0, limit).
+using AllInRangeFn = bool (*)(const int32_t* values, int64_t n, int32_t limit);
+
 struct IsaKernel {
   const char* name;
   int vector_width;  // float lanes per vector register
   ScratchSizeFn scratch_floats;
   ConvUnitsFn run_units;
+  NonDecreasingFn non_decreasing;
+  AllInRangeFn all_in_range;
 };
 
 // One per instruction set, each in its own translation unit.

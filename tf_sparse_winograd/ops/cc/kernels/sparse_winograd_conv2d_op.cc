@@ -3,14 +3,16 @@
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
+#include <algorithm>
 #include <limits>
+#include <memory>
 #include <string>
+#include <thread>
 
 #include "sparse_winograd_conv2d.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/framework/tensor_shape.h"
-#include "tensorflow/core/util/work_sharder.h"
 
 #ifndef TFSW_TF_VERSION
 #define TFSW_TF_VERSION "unknown"
@@ -81,6 +83,46 @@ float* ThreadScratch(int64_t floats) {
   }
   return buffer.data;
 }
+
+// Work units handed out one at a time from a shared counter to the calling thread and to helper
+// threads of the pool. The caller starts at once and does every unit itself if no helper wakes
+// in time: waking a sleeping pool thread takes tens of microseconds on a virtual machine, as long
+// as a whole batch-1 layer, and a fork-join ParallelFor made every call wait for it (about 60 us
+// per call measured). The caller returns once every unit is finished; a helper that starts late
+// finds no unit left and touches nothing but this object, which it co-owns.
+struct SharedUnits {
+  SharedUnits(const IsaKernel& kernel, const ConvParams& params, int64_t scratch_floats)
+      : kernel(kernel),
+        params(params),
+        scratch_floats(scratch_floats),
+        units(params.num_blocks * params.filter_groups) {}
+
+  void Run() {
+    float* scratch = nullptr;
+    for (int64_t unit = next.fetch_add(1); unit < units; unit = next.fetch_add(1)) {
+      if (scratch == nullptr) scratch = ThreadScratch(scratch_floats);
+      if (scratch == nullptr) {
+        out_of_memory = true;
+      } else {
+        kernel.run_units(params, unit, unit + 1, scratch);
+      }
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+
+  // Units taken by a helper are already running, so this spin is short.
+  void WaitUntilDone() const {
+    while (done.load(std::memory_order_acquire) < units) std::this_thread::yield();
+  }
+
+  const IsaKernel& kernel;
+  const ConvParams params;
+  const int64_t scratch_floats;
+  const int64_t units;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  std::atomic<bool> out_of_memory{false};
+};
 
 // Fills in the work decomposition of `p` for a kernel with `vector_width` lanes.
 void PlanWork(int vector_width, int num_threads, ConvParams* p) {
@@ -177,12 +219,12 @@ class SparseWinogradConv2DOp : public OpKernel {
     OP_REQUIRES(ctx, bias.NumElements() == 0 || bias.NumElements() == filters,
                 InvalidArgument("bias must have 0 or filters = ", filters,
                                 " elements. Received: bias.shape=", bias.shape().DebugString()));
+    const IsaKernel& kernel = SelectKernel();
     const int32_t* rp = row_ptr.flat<int32_t>().data();
     OP_REQUIRES(ctx, rp[0] == 0, InvalidArgument("row_ptr[0] must be 0. Received: row_ptr[0]=",
                                                  rp[0]));
-    // A branch-free (vectorizable) scan first; the slow search for the message only on error.
-    bool decreasing = false;
-    for (int64_t r = 0; r < num_rows; ++r) decreasing |= rp[r + 1] < rp[r];
+    // A vectorised scan first; the slow search for the message only on error.
+    const bool decreasing = !kernel.non_decreasing(rp, num_rows + 1);
     for (int64_t r = 0; decreasing && r < num_rows; ++r) {
       OP_REQUIRES(ctx, rp[r + 1] >= rp[r],
                   InvalidArgument("row_ptr must be non-decreasing. Received: row_ptr[", r, "]=",
@@ -192,9 +234,8 @@ class SparseWinogradConv2DOp : public OpKernel {
                 InvalidArgument("row_ptr[-1] must equal the number of nonzeros ", nnz,
                                 ". Received: row_ptr[-1]=", rp[num_rows]));
     const int32_t* ci = col_idx.flat<int32_t>().data();
-    bool out_of_range = false;
-    const uint32_t limit = static_cast<uint32_t>(channels);  // channels <= INT32_MAX here
-    for (int64_t k = 0; k < nnz; ++k) out_of_range |= static_cast<uint32_t>(ci[k]) >= limit;
+    // channels <= INT32_MAX: it was read from an int32 tensor.
+    const bool out_of_range = !kernel.all_in_range(ci, nnz, static_cast<int32_t>(channels));
     for (int64_t k = 0; out_of_range && k < nnz; ++k) {
       OP_REQUIRES(ctx, ci[k] >= 0 && ci[k] < channels,
                   InvalidArgument("col_idx must be in [0, in_channels = ", channels,
@@ -244,26 +285,16 @@ class SparseWinogradConv2DOp : public OpKernel {
       p.stages = stages[0] - '0';
     }
 
-    const IsaKernel& kernel = SelectKernel();
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     PlanWork(kernel.vector_width, workers->NumThreads(), &p);
-    const int64_t units = p.num_blocks * p.filter_groups;
     const int64_t scratch_floats = kernel.scratch_floats(p);
-    std::atomic<bool> out_of_memory{false};
-    auto work = [&](int64_t begin, int64_t end) {
-      float* scratch = ThreadScratch(scratch_floats);
-      if (scratch == nullptr) {
-        out_of_memory = true;
-        return;
-      }
-      kernel.run_units(p, begin, end, scratch);
-    };
-    if (units == 1) {
-      work(0, 1);
-    } else {
-      workers->ParallelFor(units, tsl::thread::ThreadPool::SchedulingParams::Fixed(1), work);
-    }
-    OP_REQUIRES(ctx, !out_of_memory,
+    auto work = std::make_shared<SharedUnits>(kernel, p, scratch_floats);
+    // The calling thread works too, so one helper less than the pool has threads.
+    const int64_t helpers = std::min<int64_t>(workers->NumThreads(), work->units) - 1;
+    for (int64_t h = 0; h < helpers; ++h) workers->Schedule([work] { work->Run(); });
+    work->Run();
+    work->WaitUntilDone();
+    OP_REQUIRES(ctx, !work->out_of_memory,
                 tensorflow::errors::ResourceExhausted("SparseWinograd>Conv2D could not allocate ",
                                                       scratch_floats * 4, " bytes of scratch"));
   }
