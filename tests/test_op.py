@@ -442,6 +442,65 @@ def test_tile_block_and_filter_block_knobs():
                 os.environ[k] = v
 
 
+def _mixed_rows_kernel(rng, a, channels, filters):
+    """A hand-made CSR kernel whose rows mix every kind the op tells apart, and its dense sum.
+
+    Even Winograd coordinates: complete rows (every channel, in order: the dense micro-kernel) with
+    a few exceptions, so that groups of 4 and 8 complete rows both occur and are both broken.
+    Odd coordinates: rows of length `channels` that are not complete (channels permuted or
+    repeated: they must take the sparse path), in runs of 8, and ordinary sparse rows.
+    """
+    dense = np.zeros((a * a, channels, filters))
+    row_ptr, col_idx, values = [0], [], []
+    for p in range(a * a):
+        for f in range(filters):
+            if p % 2 == 0:
+                kind = "sparse" if rng.random() < 0.1 else "complete"
+            elif f < 16:  # runs of 8, long enough for either group size
+                kind = "permuted" if f < 8 else "repeated"
+            else:
+                kind = ("permuted", "repeated", "sparse")[rng.integers(3)]
+            if kind == "complete":
+                cols = np.arange(channels)
+            elif kind == "permuted":
+                cols = np.roll(np.arange(channels), 1 + rng.integers(channels - 1))
+            elif kind == "repeated":
+                cols = np.sort(rng.integers(0, channels, channels))
+                cols[0] = cols[1]  # never 0, 1, 2, ... in order
+            else:
+                cols = np.flatnonzero(rng.random(channels) < 0.3)
+            vals = rng.standard_normal(len(cols))
+            np.add.at(dense[p, :, f], cols, vals)
+            col_idx.extend(cols)
+            values.extend(vals)
+            row_ptr.append(len(col_idx))
+    packed = ops.PackedKernel(tf.constant([a, channels, filters], tf.int32),
+                              tf.constant(row_ptr, tf.int32), tf.constant(col_idx, tf.int32),
+                              tf.constant(values, tf.float32))
+    return packed, dense.reshape(a, a, channels, filters)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("tile_vectors", [1, 4])
+def test_complete_rows_use_the_dense_kernel_and_lookalike_rows_do_not(isa, tile_vectors):
+    rng = np.random.default_rng(11)
+    channels, filters = 19, 29  # 29 filters: groups of 4 and of 8 with leftovers
+    x = rng.standard_normal((3, 9, 10, channels)).astype(np.float32)
+    packed, u = _mixed_rows_kernel(rng, 4, channels, filters)
+    expected = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None)
+    bound = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None, absolute=True)
+    saved = os.environ.get("TFSW_TILE_VECTORS")
+    os.environ["TFSW_ISA"], os.environ["TFSW_TILE_VECTORS"] = isa, str(tile_vectors)
+    try:
+        y = ops.sparse_winograd_conv2d(x, packed, tile_size=2, debug_fill_nan=True).numpy()
+    finally:
+        if saved is None:
+            os.environ.pop("TFSW_TILE_VECTORS", None)
+        else:
+            os.environ["TFSW_TILE_VECTORS"] = saved
+    assert_close(y, expected, bound, RTOL, f"{isa} tile_vectors={tile_vectors}")
+
+
 # ------------------------------------------------------------------------------ loader
 def test_loader_names_the_fix_when_missing_or_stale(tmp_path, monkeypatch):
     monkeypatch.setattr(loader, "_LIBRARY", None)

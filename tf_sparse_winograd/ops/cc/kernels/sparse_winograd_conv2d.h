@@ -29,6 +29,8 @@ struct ConvParams {
   const int32_t* row_ptr = nullptr;
   const int32_t* col_idx = nullptr;
   const float* values = nullptr;
+  // complete[r] = 1 iff row r is dense: columns 0 .. in_c - 1 in order (see ScanColumnsFn).
+  const uint8_t* complete = nullptr;
   // Optional bias (filters floats) or nullptr.
   const float* bias = nullptr;
   bool winograd_relu = false;  // ReLU on V = B^T d B.
@@ -57,8 +59,12 @@ using ConvUnitsFn = void (*)(const ConvParams&, int64_t unit_begin, int64_t unit
 // not vectorise: its scalar scan of col_idx cost about 1 ns per nonzero, as much as all the rest
 // of a batch-1 call). True iff values[0 .. n) are non-decreasing.
 using NonDecreasingFn = bool (*)(const int32_t* values, int64_t n);
-// True iff every values[k] is in [0, limit).
-using AllInRangeFn = bool (*)(const int32_t* values, int64_t n, int32_t limit);
+// One pass over the columns of `rows` CSR rows (row_ptr already checked): true iff every column
+// index is in [0, channels); sets complete[r] = 1 iff row r holds exactly the columns
+// 0, 1, ..., channels - 1 in order (a dense row, which the products run as a dense micro-kernel),
+// else 0.
+using ScanColumnsFn = bool (*)(const int32_t* row_ptr, int64_t rows, const int32_t* col_idx,
+                               int32_t channels, uint8_t* complete);
 
 struct IsaKernel {
   const char* name;
@@ -66,7 +72,7 @@ struct IsaKernel {
   ScratchSizeFn scratch_floats;
   ConvUnitsFn run_units;
   NonDecreasingFn non_decreasing;
-  AllInRangeFn all_in_range;
+  ScanColumnsFn scan_columns;
 };
 
 // One per instruction set, each in its own translation unit.

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "sparse_winograd_conv2d.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -235,7 +236,9 @@ class SparseWinogradConv2DOp : public OpKernel {
                                 ". Received: row_ptr[-1]=", rp[num_rows]));
     const int32_t* ci = col_idx.flat<int32_t>().data();
     // channels <= INT32_MAX: it was read from an int32 tensor.
-    const bool out_of_range = !kernel.all_in_range(ci, nnz, static_cast<int32_t>(channels));
+    std::vector<uint8_t> complete(num_rows);
+    const bool out_of_range = !kernel.scan_columns(rp, num_rows, ci,
+                                                   static_cast<int32_t>(channels), complete.data());
     for (int64_t k = 0; out_of_range && k < nnz; ++k) {
       OP_REQUIRES(ctx, ci[k] >= 0 && ci[k] < channels,
                   InvalidArgument("col_idx must be in [0, in_channels = ", channels,
@@ -277,6 +280,7 @@ class SparseWinogradConv2DOp : public OpKernel {
     p.row_ptr = rp;
     p.col_idx = ci;
     p.values = values.flat<float>().data();
+    p.complete = complete.data();
     p.bias = bias.NumElements() == 0 ? nullptr : bias.flat<float>().data();
     p.winograd_relu = winograd_relu_;
     p.relu = relu_;
