@@ -34,6 +34,7 @@ VERSION_MARKER = b"tfsw-built-for-tensorflow="
 SOURCES = {
     "ops/sparse_winograd_conv2d_op.cc": [],
     "kernels/sparse_winograd_conv2d_op.cc": [],
+    "kernels/work_plan.cc": [],
     "kernels/sparse_winograd_conv2d_generic.cc": [],
     "kernels/sparse_winograd_conv2d_avx2.cc": ["-mavx2", "-mfma"],
     "kernels/sparse_winograd_conv2d_avx512.cc": ["-mavx512f", "-mavx2", "-mfma",

@@ -1,0 +1,154 @@
+// A/B timing of two builds of the sparse Winograd kernel in one process, without TensorFlow.
+//
+// Timings on the shared machine drift by 10-30% from one minute to the next, so kernel changes
+// are compared here: both builds run the same convolutions, alternated A B B A ..., and each
+// keeps its best thread-CPU time. Single-threaded; the work is planned as the op plans it.
+// Build and run with bench/kernel_ab.sh (see there); both builds must share ConvParams.
+//
+//   kernel_ab BATCH TILE DENSITY [REPS] [STAGES]
+//
+// STAGES is the TFSW_STAGE_MASK value (7: everything; 1 input transform, 2 products, 4 output).
+// Environment: LAYER=i runs one layer: 0-4 the five VGG-nagadomi shapes of bench/op_speed.py (the
+// default runs those), 5 the first VGG-nagadomi convolution (3 -> 64 channels). The kernels' own
+// knobs apply to both builds.
+#include <time.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "sparse_winograd_conv2d.h"
+#include "work_plan.h"
+
+namespace tfsw {
+IsaKernel KernelA();
+IsaKernel KernelB();
+}  // namespace tfsw
+
+namespace {
+
+using tfsw::ConvParams;
+using tfsw::IsaKernel;
+
+double ThreadSeconds() {
+  timespec ts;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+float* AlignedFloats(int64_t n) {
+  const size_t bytes = (static_cast<size_t>(n) * sizeof(float) + 63) / 64 * 64;
+  float* p = static_cast<float*>(std::aligned_alloc(64, bytes));
+  std::memset(p, 0, bytes);  // scratch left uninitialised can hold denormals: slow FMAs
+  return p;
+}
+
+// A random CSR kernel: every weight kept with probability `density`.
+struct Csr {
+  std::vector<int32_t> row_ptr{0}, col_idx;
+  std::vector<float> values;
+};
+
+Csr RandomKernel(std::mt19937& rng, int64_t rows, int channels, double density) {
+  std::normal_distribution<float> normal;
+  std::uniform_real_distribution<double> uniform;
+  Csr k;
+  for (int64_t r = 0; r < rows; ++r) {
+    for (int c = 0; c < channels; ++c) {
+      if (uniform(rng) < density) {
+        k.col_idx.push_back(c);
+        k.values.push_back(normal(rng));
+      }
+    }
+    k.row_ptr.push_back(static_cast<int32_t>(k.col_idx.size()));
+  }
+  return k;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: %s BATCH TILE DENSITY [REPS] [STAGES]\n", argv[0]);
+    return 2;
+  }
+  const int batch = std::atoi(argv[1]), tile = std::atoi(argv[2]);
+  const double density = std::atof(argv[3]);
+  const int reps = argc > 4 ? std::atoi(argv[4]) : 9;
+  const int stages = argc > 5 ? std::atoi(argv[5]) : 7;
+  const char* only = std::getenv("LAYER");
+  const IsaKernel kernels[2] = {tfsw::KernelA(), tfsw::KernelB()};
+  const int layers[6][3] = {{32, 64, 64}, {16, 64, 128}, {16, 128, 128}, {8, 128, 256},
+                            {8, 256, 256}, {32, 3, 64}};
+  std::mt19937 rng(1);
+  std::normal_distribution<float> normal;
+  double total[2] = {0, 0};
+  for (int li = 0; li < 6; ++li) {
+    if (only == nullptr ? li == 5 : std::atoi(only) != li) continue;
+    const int hw = layers[li][0], channels = layers[li][1], filters = layers[li][2];
+    const int a = tile + 2;
+    std::vector<float> input(static_cast<size_t>(batch) * hw * hw * channels);
+    for (float& v : input) v = normal(rng);
+    const Csr k = RandomKernel(rng, int64_t{a} * a * filters, channels, density);
+    const int64_t rows = int64_t{a} * a * filters;
+    std::vector<uint8_t> complete(rows);
+    const int64_t out_size = int64_t{batch} * hw * hw * filters;
+    float* outputs[2] = {AlignedFloats(out_size), AlignedFloats(out_size)};
+    double best[2] = {1e30, 1e30};
+    for (int r = 0; r < reps; ++r) {
+      for (int turn = 0; turn < 2; ++turn) {
+        const int v = (r % 2 == 0) ? turn : 1 - turn;
+        const IsaKernel& kernel = kernels[v];
+        if (!kernel.scan_columns(k.row_ptr.data(), rows, k.col_idx.data(), channels,
+                                 complete.data())) {
+          std::fprintf(stderr, "column index out of range\n");
+          return 1;
+        }
+        ConvParams p;
+        p.input = input.data();
+        p.batch = batch;
+        p.in_h = p.in_w = hw;
+        p.in_c = channels;
+        p.output = outputs[v];
+        p.out_h = p.out_w = hw;
+        p.filters = filters;
+        p.pad_top = p.pad_left = 1;
+        p.tile_size = tile;
+        p.tiles_h = p.tiles_w = tfsw::CeilDiv(hw, tile);
+        p.num_tiles = batch * p.tiles_h * p.tiles_w;
+        p.row_ptr = k.row_ptr.data();
+        p.col_idx = k.col_idx.data();
+        p.values = k.values.data();
+        p.complete = complete.data();
+        tfsw::PlanWork(kernel.vector_width, 1, &p);
+        const int64_t units = p.num_blocks * p.filter_groups;
+        float* scratch = AlignedFloats(kernel.scratch_floats(p));
+        p.stages = 7;  // fills the scratch buffers with real data first
+        kernel.run_units(p, 0, units, scratch);
+        p.stages = stages;
+        const double start = ThreadSeconds();
+        kernel.run_units(p, 0, units, scratch);
+        best[v] = std::min(best[v], ThreadSeconds() - start);
+        std::free(scratch);
+      }
+    }
+    double worst = 0;  // relative difference of the outputs (meaningful for STAGES 7)
+    for (int64_t i = 0; i < out_size; ++i) {
+      const double x = outputs[0][i], y = outputs[1][i];
+      worst = std::max(worst, std::abs(x - y) / (1.0 + std::abs(x)));
+    }
+    std::printf("%dx%dx%d->%d  A %.3f ms  B %.3f ms  A/B %.3f  max rel diff %.2g\n", hw, hw,
+                channels, filters, best[0] * 1e3, best[1] * 1e3, best[0] / best[1], worst);
+    total[0] += best[0];
+    total[1] += best[1];
+    std::free(outputs[0]);
+    std::free(outputs[1]);
+  }
+  std::printf("total  A %.2f ms  B %.2f ms  A/B %.3f (> 1: B faster)\n", total[0] * 1e3,
+              total[1] * 1e3, total[0] / total[1]);
+  return 0;
+}

@@ -1,0 +1,23 @@
+// How a convolution is cut into work units: TensorFlow-free, so that the OpKernel and the
+// kernel benchmark harness (bench/kernel_ab.cc) plan the work the same way.
+#ifndef TF_SPARSE_WINOGRAD_OPS_CC_KERNELS_WORK_PLAN_H_
+#define TF_SPARSE_WINOGRAD_OPS_CC_KERNELS_WORK_PLAN_H_
+
+#include <cstdint>
+
+#include "sparse_winograd_conv2d.h"
+
+namespace tfsw {
+
+inline int64_t CeilDiv(int64_t x, int64_t k) { return (x + k - 1) / k; }
+
+// A positive integer from the environment (tuning knobs for experiments), or `fallback`.
+int64_t EnvInt(const char* name, int64_t fallback);
+
+// Fills in the work decomposition of `p` (tile_block .. filter_block), whose sizes and tile grid
+// are set, for a kernel with `vector_width` lanes run on `num_threads` threads.
+void PlanWork(int vector_width, int num_threads, ConvParams* p);
+
+}  // namespace tfsw
+
+#endif  // TF_SPARSE_WINOGRAD_OPS_CC_KERNELS_WORK_PLAN_H_
