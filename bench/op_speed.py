@@ -6,9 +6,9 @@
 For each VGG-nagadomi conv layer shape: TF conv2d (oneDNN; the weights a tf.constant inside the
 tf.function, so oneDNN caches the reordered filter) and our op (packed kernel as constants inside
 a tf.function), both with intra-op threads = 2 and inter-op threads = 1, warmed up, timed
-interleaved; each sample runs the convolution on 16 distinct inputs as 16 nodes of one graph (so
-that the ~0.4 ms of an eager call's dispatch, the same for both sides, is shared by 16
-convolutions; see in_graph_calls), and the best and median sample are kept.
+interleaved; each sample runs the convolution on 16 distinct inputs (64 at batch <= 4) as
+separate nodes of one graph (so that the ~0.4 ms of an eager call's dispatch, the same for both
+sides, is shared by all of them; see in_graph_calls), and the best and median sample are kept.
 Ratio = TF time / op time (> 1: ours faster). Totals sum the times over the layers.
 
 The sparse-products stage alone is timed by running the kernel with TFSW_STAGE_MASK=2 (products
@@ -32,7 +32,13 @@ from tf_sparse_winograd import ops  # pylint: disable=wrong-import-position
 LAYERS = [  # (H = W, in_channels, filters): VGG-nagadomi's conv shapes
     (32, 64, 64), (16, 64, 128), (16, 128, 128), (8, 128, 256), (8, 256, 256)]
 THREADS = int(os.environ.get("BENCH_THREADS", "2"))
-CALLS_PER_RUN = 16  # convolutions per graph run (see in_graph_calls)
+# Convolutions per graph run (see in_graph_calls): enough to spread the run's dispatch thin,
+# few enough that the distinct inputs stay a few hundred MB at batch 32.
+SMALL_BATCH_CALLS, CALLS = 64, 16
+
+
+def calls_per_run(batch):
+    return SMALL_BATCH_CALLS if batch <= 4 else CALLS
 
 
 def cpu_clock_ghz():
@@ -46,7 +52,7 @@ def peak_gflops():
 
 
 def time_fn(fn, x, min_seconds=0.02):
-    """Runs of `fn` (an `in_graph_calls`) per sample so that a sample lasts about min_seconds.
+    """Runs of `fn` (an `in_graph_calls`) on the inputs `x` per sample, lasting ~min_seconds.
 
     Returns a sampler giving the time of one convolution.
     """
@@ -61,12 +67,12 @@ def time_fn(fn, x, min_seconds=0.02):
         for _ in range(runs):
             y = fn(x)
         y.numpy()
-        return (time.perf_counter() - start) / (runs * CALLS_PER_RUN)
+        return (time.perf_counter() - start) / (runs * len(x))
     return sample
 
 
 def in_graph_calls(make_conv):
-    """A tf.function running the convolution once on each of CALLS_PER_RUN inputs, in one graph.
+    """A tf.function running the convolution once on each of its inputs (a list), in one graph.
 
     `make_conv()` is called inside the function, so the weights it creates are constants of the
     graph. Timing one eager call per convolution would count 0.3-0.45 ms of Python and dispatch
@@ -150,7 +156,7 @@ def main():
             for density in densities:
                 for hw, cin, cout in layers:
                     x = [tf.constant(rng.standard_normal((batch, hw, hw, cin)), tf.float32)
-                         for _ in range(CALLS_PER_RUN)]
+                         for _ in range(calls_per_run(batch))]
                     g = (rng.standard_normal((3, 3, cin, cout)) * 0.1).astype(np.float32)
                     a = tile + 2
                     u = rng.standard_normal((a, a, cin, cout)).astype(np.float32)
