@@ -118,8 +118,6 @@ int main(int argc, char** argv) {
         p.filters = filters;
         p.pad_top = p.pad_left = 1;
         p.tile_size = tile;
-        p.tiles_h = p.tiles_w = tfsw::CeilDiv(hw, tile);
-        p.num_tiles = batch * p.tiles_h * p.tiles_w;
         p.row_ptr = k.row_ptr.data();
         p.col_idx = k.col_idx.data();
         p.values = k.values.data();

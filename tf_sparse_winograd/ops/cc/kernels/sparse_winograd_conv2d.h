@@ -22,6 +22,7 @@ struct ConvParams {
   // Top/left zero padding (1 for SAME, 0 for VALID). Bottom/right padding is implicit.
   int64_t pad_top = 0, pad_left = 0;
   // Tiles: tile_size x tile_size outputs each; tile t = (n * tiles_h + ty) * tiles_w + tx.
+  // The grid (tiles_h, tiles_w, num_tiles) is filled in by PlanWork().
   int tile_size = 2;
   int64_t tiles_h = 0, tiles_w = 0, num_tiles = 0;
   // Packed kernel: a^2 * filters CSR rows, row r = p * filters + f, p = i * a + j the Winograd

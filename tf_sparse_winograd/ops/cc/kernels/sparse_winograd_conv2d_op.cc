@@ -58,7 +58,6 @@ const IsaKernel& SelectKernel() {
   return generic;
 }
 
-
 // Grow-only, 64-byte aligned scratch memory, one per thread.
 float* ThreadScratch(int64_t floats) {
   struct Buffer {
@@ -237,9 +236,6 @@ class SparseWinogradConv2DOp : public OpKernel {
     p.filters = filters;
     p.pad_top = p.pad_left = same_ ? 1 : 0;
     p.tile_size = static_cast<int>(tile_size_);
-    p.tiles_h = CeilDiv(out_h, tile_size_);
-    p.tiles_w = CeilDiv(out_w, tile_size_);
-    p.num_tiles = batch * p.tiles_h * p.tiles_w;
     p.row_ptr = rp;
     p.col_idx = ci;
     p.values = values.flat<float>().data();

@@ -13,6 +13,9 @@ int64_t EnvInt(const char* name, int64_t fallback) {
 }
 
 void PlanWork(int vector_width, int num_threads, ConvParams* p) {
+  p->tiles_h = CeilDiv(p->out_h, p->tile_size);
+  p->tiles_w = CeilDiv(p->out_w, p->tile_size);
+  p->num_tiles = p->batch * p->tiles_h * p->tiles_w;
   const int64_t vl = vector_width;
   const int64_t a = p->tile_size + 2;
   const int64_t cpad = CeilDiv(p->in_c, vl) * vl;

@@ -14,8 +14,9 @@ inline int64_t CeilDiv(int64_t x, int64_t k) { return (x + k - 1) / k; }
 // A positive integer from the environment (tuning knobs for experiments), or `fallback`.
 int64_t EnvInt(const char* name, int64_t fallback);
 
-// Fills in the work decomposition of `p` (tile_block .. filter_block), whose sizes and tile grid
-// are set, for a kernel with `vector_width` lanes run on `num_threads` threads.
+// Fills in the tile grid of `p` (tiles_h, tiles_w, num_tiles: from batch, out_h, out_w and
+// tile_size, which must be set) and its work decomposition (tile_block .. filter_block) for a
+// kernel with `vector_width` lanes run on `num_threads` threads.
 void PlanWork(int vector_width, int num_threads, ConvParams* p);
 
 }  // namespace tfsw
