@@ -14,6 +14,15 @@ EPOCHS = 3
 STEPS_PER_EPOCH = 4  # 64 examples / batch 16.
 
 
+def _logged_an_epoch_end(phase_dir):
+    """Whether progress.jsonl has an epoch_end record (read as text: a line may be half-written)."""
+    path = os.path.join(phase_dir, "progress.jsonl")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        return '"event": "epoch_end"' in f.read()
+
+
 def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     idx = th.write_fashion_idx(str(tmp_path / "idx"), n_train=64, n_test=32)
     model_dir = str(tmp_path / "run")
@@ -27,7 +36,10 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
                             stderr=subprocess.STDOUT)
     try:
         deadline = time.time() + 400
-        while not os.path.exists(index) and proc.poll() is None and time.time() < deadline:
+        # The epoch's checkpoint is written before its progress record: wait for both, or the
+        # kill can land between them (seen once in CI).
+        while (not (os.path.exists(index) and _logged_an_epoch_end(dense))
+               and proc.poll() is None and time.time() < deadline):
             time.sleep(0.05)
         assert os.path.exists(index), "no checkpoint appeared: " + open(tmp_path / "first_run.log").read()[-3000:]
         proc.send_signal(signal.SIGKILL)
