@@ -5,7 +5,8 @@ every epoch (all variables: weights, batch-norm statistics, pruning masks and st
 slots and iteration count). `restore_latest` is called before `fit`; training then continues with
 `initial_epoch` set to the restored epoch. Each invocation appends a line to `progress.jsonl`
 (epoch and optimizer iterations at start and at every epoch end), which is how a run (and the
-tests) can see that it resumed.
+tests) can see that it resumed. A kill can cut the last line of that file short: the next append
+drops the fragment, and `read_progress` skips it.
 """
 
 import json
@@ -63,8 +64,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
                   "optimizer_iterations": int(self.model.optimizer.iterations.numpy())}
         if logs:
             record.update({k: float(v) for k, v in logs.items()})
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_progress(self.path, record)
 
     def on_train_begin(self, logs=None):
         self._log("start", self.initial_epoch)
@@ -74,10 +74,41 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self._log("epoch_end", epoch + 1, logs)
 
 
+def append_progress(path, record):
+    """Appends `record` as a JSON line, first dropping a partial last line left by a kill.
+
+    Without the repair, the new record would be glued to the fragment and both lost.
+    """
+    with open(path, "a+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end:
+            f.seek(end - 1)
+            if f.read(1) != b"\n":
+                f.seek(0)
+                f.truncate(f.read().rfind(b"\n") + 1)
+        f.write(json.dumps(record).encode() + b"\n")
+
+
 def read_progress(phase_dir):
-    """The records of progress.jsonl (empty list if there is none)."""
+    """The records of progress.jsonl (empty list if there is none).
+
+    A last line cut short by a kill is skipped; a malformed line anywhere else raises ValueError.
+    """
     path = os.path.join(phase_dir, "progress.jsonl")
     if not os.path.exists(path):
         return []
     with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+        text = f.read()
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            if number == len(lines):  # no newline after it: an append that a kill interrupted
+                break
+            raise ValueError(f"{path}: line {number} is not a JSON record ({error}). "
+                             f"Received: {line[:80]!r}") from error
+    return records
