@@ -9,8 +9,9 @@
 //
 // STAGES is the TFSW_STAGE_MASK value (7: everything; 1 input transform, 2 products, 4 output).
 // Environment: LAYER=i runs one layer: 0-4 the five VGG-nagadomi shapes of bench/op_speed.py (the
-// default runs those), 5 the first VGG-nagadomi convolution (3 -> 64 channels). The kernels' own
-// knobs apply to both builds.
+// default runs those), 5 the first VGG-nagadomi convolution (3 -> 64 channels). COLD=1 evicts the
+// caches before every timed run (otherwise the warm-up run leaves the data in L2/L3, where a
+// network's fresh activations would not be). The kernels' own knobs apply to both builds.
 #include <time.h>
 
 #include <algorithm>
@@ -38,6 +39,13 @@ double ThreadSeconds() {
   timespec ts;
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+// Writes 64 MiB of unrelated data: the convolution's input, weights and scratch leave L2 and
+// most of L3.
+void EvictCaches() {
+  static std::vector<char> junk(size_t{64} << 20);
+  for (size_t i = 0; i < junk.size(); i += 64) junk[i] += 1;
 }
 
 float* AlignedFloats(int64_t n) {
@@ -81,6 +89,7 @@ int main(int argc, char** argv) {
   const int reps = argc > 4 ? std::atoi(argv[4]) : 9;
   const int stages = argc > 5 ? std::atoi(argv[5]) : 7;
   const char* only = std::getenv("LAYER");
+  const bool cold = std::getenv("COLD") != nullptr && std::atoi(std::getenv("COLD")) != 0;
   const IsaKernel kernels[2] = {tfsw::KernelA(), tfsw::KernelB()};
   const int layers[6][3] = {{32, 64, 64}, {16, 64, 128}, {16, 128, 128}, {8, 128, 256},
                             {8, 256, 256}, {32, 3, 64}};
@@ -128,6 +137,7 @@ int main(int argc, char** argv) {
         p.stages = 7;  // fills the scratch buffers with real data first
         kernel.run_units(p, 0, units, scratch);
         p.stages = stages;
+        if (cold) EvictCaches();
         const double start = ThreadSeconds();
         kernel.run_units(p, 0, units, scratch);
         best[v] = std::min(best[v], ThreadSeconds() - start);

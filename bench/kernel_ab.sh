@@ -5,6 +5,7 @@
 #
 # DIR_A, DIR_B: tf_sparse_winograd/ops/cc/kernels of two checkouts, e.g. the committed kernel in
 # a worktree (git worktree add /tmp/tfsw_base HEAD) against the working tree. Needs only g++.
+# Environment: LAYER=i (one layer), COLD=1 (caches evicted before every timed run); see kernel_ab.cc.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 dir_a=$(cd "$1" && pwd)
