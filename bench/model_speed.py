@@ -34,6 +34,7 @@ import tensorflow as tf
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import models  # pylint: disable=wrong-import-position
+from models.batch_norm_stats import randomize_batch_norms  # pylint: disable=wrong-import-position
 from tf_sparse_winograd import export  # pylint: disable=wrong-import-position
 from tf_sparse_winograd import pruning  # pylint: disable=wrong-import-position
 
@@ -48,16 +49,6 @@ _THREADS = flags.DEFINE_integer("threads", 2, "intra-op threads (inter-op is 1).
 _SEED = 0
 
 
-def _randomize_batch_norms(model, rng):
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n))
-            layer.beta.assign(rng.normal(0.0, 0.1, n))
-            layer.moving_mean.assign(rng.normal(0.0, 0.1, n))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n))
-
-
 def _prune(model, density):
     """The paper's one-shot magnitude pruning: every Winograd and Dense kernel but the first conv."""
     return pruning.prune_to_density(model, density, skip_first_conv=True)
@@ -66,7 +57,7 @@ def _prune(model, density):
 def _build(conv_type, tile_size=2):
     keras.utils.set_random_seed(_SEED)
     model = models.vgg_nagadomi.build((32, 32, 3), 10, conv_type=conv_type, tile_size=tile_size)
-    _randomize_batch_norms(model, np.random.default_rng(_SEED))
+    randomize_batch_norms(model, np.random.default_rng(_SEED))
     return model
 
 

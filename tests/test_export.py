@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from models.batch_norm_stats import randomize_batch_norms
 from tf_sparse_winograd import export
 from tf_sparse_winograd.layers.sparse_winograd_conv2d import SparseWinogradConv2D
 from tf_sparse_winograd.layers.winograd_conv2d import WinogradConv2D
@@ -28,17 +29,6 @@ def _run_python(code, timeout=600, **env):
                             text=True, timeout=timeout, env=environment, check=False)
     assert result.returncode == 0, result.stderr[-4000:]
     return result.stdout
-
-
-def _randomize_batch_norms(model, rng):
-    """Moving statistics and affine parameters far from the identity, so folding is tested."""
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            n = layer.gamma.shape[0]
-            layer.gamma.assign(rng.uniform(0.5, 1.5, n))
-            layer.beta.assign(rng.normal(0.0, 0.1, n))
-            layer.moving_mean.assign(rng.normal(0.0, 0.1, n))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, n))
 
 
 def _prune_winograd_kernels(model, density):
@@ -58,7 +48,7 @@ def _vgg(conv_type, tile_size, density, seed=0, **kwargs):
     keras.utils.set_random_seed(seed)
     model = models.vgg_nagadomi.build(INPUT_SHAPE, 10, conv_type=conv_type, tile_size=tile_size,
                                       **kwargs)
-    _randomize_batch_norms(model, np.random.default_rng(seed))
+    randomize_batch_norms(model, np.random.default_rng(seed))
     if density < 1.0:
         model = pruning.prune_to_density(model, density)
     return model
@@ -256,7 +246,7 @@ def _small_functional(conv_kwargs=None, branch=False, relu_first=False):
         z = keras.layers.Add(name="add")([z, y])
     outputs = keras.layers.GlobalAveragePooling2D(name="gap")(z)
     model = keras.Model(inputs, outputs)
-    _randomize_batch_norms(model, np.random.default_rng(3))
+    randomize_batch_norms(model, np.random.default_rng(3))
     _prune_winograd_kernels(model, 0.5)
     return model
 
@@ -295,7 +285,7 @@ def test_to_sparse_sequential_with_pruning_wrappers_leaves_the_original_alone(tm
         keras.layers.BatchNormalization(name="b1"), keras.layers.Activation("relu", name="r1"),
         WinogradConv2D(5, tile_size=4, name="c2"), keras.layers.Flatten(name="f"),
         keras.layers.Dense(4, name="d")])
-    _randomize_batch_norms(model, np.random.default_rng(5))
+    randomize_batch_norms(model, np.random.default_rng(5))
     pruned = pruning.prune_to_density(model, 0.3)  # wraps c2 and d (c1 is the first conv)
     before = [w.numpy().copy() for w in pruned.weights]
     sparse = export.to_sparse(pruned)
