@@ -9,7 +9,8 @@
 //
 // STAGES is the TFSW_STAGE_MASK value (7: everything; 1 input transform, 2 products, 4 output).
 // Environment: LAYER=i runs one layer: 0-4 the five VGG-nagadomi shapes of bench/op_speed.py (the
-// default runs those), 5 the first VGG-nagadomi convolution (3 -> 64 channels). COLD=1 evicts the
+// default runs those), 5 the first VGG-nagadomi convolution (3 -> 64 channels). BLOCK=4 prunes
+// the random kernel in blocks of 4 filters (rows that share column lists). COLD=1 evicts the
 // caches before every timed run (otherwise the warm-up run leaves the data in L2/L3, where a
 // network's fresh activations would not be). The kernels' own knobs apply to both builds.
 #include <time.h>
@@ -55,24 +56,34 @@ float* AlignedFloats(int64_t n) {
   return p;
 }
 
-// A random CSR kernel: every weight kept with probability `density`.
 struct Csr {
   std::vector<int32_t> row_ptr{0}, col_idx;
   std::vector<float> values;
 };
 
-Csr RandomKernel(std::mt19937& rng, int64_t rows, int channels, double density) {
+// A random CSR kernel with a row per (coordinate, filter): every weight kept with probability
+// `density`, or, with block > 1, every (coordinate, channel) of each block of `block` filters
+// kept or pruned together (block-sparse rows share their column list).
+Csr RandomKernel(std::mt19937& rng, int64_t coordinates, int filters, int channels,
+                 double density, int block) {
   std::normal_distribution<float> normal;
   std::uniform_real_distribution<double> uniform;
   Csr k;
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int c = 0; c < channels; ++c) {
-      if (uniform(rng) < density) {
+  std::vector<int32_t> cols;
+  for (int64_t p = 0; p < coordinates; ++p) {
+    for (int f = 0; f < filters; ++f) {
+      if (f % block == 0) {
+        cols.clear();
+        for (int c = 0; c < channels; ++c) {
+          if (uniform(rng) < density) cols.push_back(c);
+        }
+      }
+      for (int32_t c : cols) {
         k.col_idx.push_back(c);
         k.values.push_back(normal(rng));
       }
+      k.row_ptr.push_back(static_cast<int32_t>(k.col_idx.size()));
     }
-    k.row_ptr.push_back(static_cast<int32_t>(k.col_idx.size()));
   }
   return k;
 }
@@ -90,6 +101,7 @@ int main(int argc, char** argv) {
   const int stages = argc > 5 ? std::atoi(argv[5]) : 7;
   const char* only = std::getenv("LAYER");
   const bool cold = std::getenv("COLD") != nullptr && std::atoi(std::getenv("COLD")) != 0;
+  const int block = std::getenv("BLOCK") != nullptr ? std::max(1, std::atoi(std::getenv("BLOCK"))) : 1;
   const IsaKernel kernels[2] = {tfsw::KernelA(), tfsw::KernelB()};
   const int layers[6][3] = {{32, 64, 64}, {16, 64, 128}, {16, 128, 128}, {8, 128, 256},
                             {8, 256, 256}, {32, 3, 64}};
@@ -102,9 +114,9 @@ int main(int argc, char** argv) {
     const int a = tile + 2;
     std::vector<float> input(static_cast<size_t>(batch) * hw * hw * channels);
     for (float& v : input) v = normal(rng);
-    const Csr k = RandomKernel(rng, int64_t{a} * a * filters, channels, density);
+    const Csr k = RandomKernel(rng, int64_t{a} * a, filters, channels, density, block);
     const int64_t rows = int64_t{a} * a * filters;
-    std::vector<uint8_t> complete(rows);
+    std::vector<uint8_t> row_kind(rows);
     const int64_t out_size = int64_t{batch} * hw * hw * filters;
     float* outputs[2] = {AlignedFloats(out_size), AlignedFloats(out_size)};
     double best[2] = {1e30, 1e30};
@@ -112,8 +124,8 @@ int main(int argc, char** argv) {
       for (int turn = 0; turn < 2; ++turn) {
         const int v = (r % 2 == 0) ? turn : 1 - turn;
         const IsaKernel& kernel = kernels[v];
-        if (!kernel.scan_columns(k.row_ptr.data(), rows, k.col_idx.data(), channels,
-                                 complete.data())) {
+        if (!kernel.scan_columns(k.row_ptr.data(), rows, filters, k.col_idx.data(), channels,
+                                 row_kind.data())) {
           std::fprintf(stderr, "column index out of range\n");
           return 1;
         }
@@ -130,7 +142,7 @@ int main(int argc, char** argv) {
         p.row_ptr = k.row_ptr.data();
         p.col_idx = k.col_idx.data();
         p.values = k.values.data();
-        p.complete = complete.data();
+        p.row_kind = row_kind.data();
         tfsw::PlanWork(kernel.vector_width, 1, &p);
         const int64_t units = p.num_blocks * p.filter_groups;
         float* scratch = AlignedFloats(kernel.scratch_floats(p));

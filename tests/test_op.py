@@ -442,6 +442,19 @@ def test_tile_block_and_filter_block_knobs():
                 os.environ[k] = v
 
 
+def _conv_with_kernel_knobs(x, packed, isa, tile_vectors):
+    """The op at tile 2 with TFSW_ISA and TFSW_TILE_VECTORS set (the latter restored after)."""
+    saved = os.environ.get("TFSW_TILE_VECTORS")
+    os.environ["TFSW_ISA"], os.environ["TFSW_TILE_VECTORS"] = isa, str(tile_vectors)
+    try:
+        return ops.sparse_winograd_conv2d(x, packed, tile_size=2, debug_fill_nan=True).numpy()
+    finally:
+        if saved is None:
+            os.environ.pop("TFSW_TILE_VECTORS", None)
+        else:
+            os.environ["TFSW_TILE_VECTORS"] = saved
+
+
 def _mixed_rows_kernel(rng, a, channels, filters):
     """A hand-made CSR kernel whose rows mix every kind the op tells apart, and its dense sum.
 
@@ -489,15 +502,59 @@ def test_complete_rows_use_the_dense_kernel_and_lookalike_rows_do_not(isa, tile_
     packed, u = _mixed_rows_kernel(rng, 4, channels, filters)
     expected = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None)
     bound = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None, absolute=True)
-    saved = os.environ.get("TFSW_TILE_VECTORS")
-    os.environ["TFSW_ISA"], os.environ["TFSW_TILE_VECTORS"] = isa, str(tile_vectors)
-    try:
-        y = ops.sparse_winograd_conv2d(x, packed, tile_size=2, debug_fill_nan=True).numpy()
-    finally:
-        if saved is None:
-            os.environ.pop("TFSW_TILE_VECTORS", None)
-        else:
-            os.environ["TFSW_TILE_VECTORS"] = saved
+    y = _conv_with_kernel_knobs(x, packed, isa, tile_vectors)
+    assert_close(y, expected, bound, RTOL, f"{isa} tile_vectors={tile_vectors}")
+
+
+def _grouped_rows_kernel(rng, a, channels, filters):
+    """A CSR kernel in which blocks of 4 filters share column lists (the group micro-kernel), and
+    look-alike blocks that must not be taken for groups, with its dense sum.
+
+    Per Winograd coordinate, each block of 4 filters (f % 4 == 0) is one of: a true group (one
+    column list, own values); a block whose last row differs in one column, or lists the same
+    columns in another order (same lengths: only the columns tell); a group of empty rows. The
+    blocks at odd coordinates are shifted by 2 filters (f % 4 == 2 starts them), which the op
+    must not take for groups; 30 filters leave a partial block at the end.
+    """
+    dense = np.zeros((a * a, channels, filters))
+    row_ptr, col_idx, values = [0], [], []
+    for p in range(a * a):
+        shift = 2 if p % 2 else 0
+        for f in range(filters):
+            if (f - shift) % 4 == 0 or f == 0:
+                kind = ("group", "group", "one_differs", "reordered", "empty")[rng.integers(5)]
+                base = np.flatnonzero(rng.random(channels) < 0.4)
+                if len(base) < 2:
+                    base = np.array([0, channels - 1])
+            cols = base.copy()
+            last_of_block = (f - shift) % 4 == 3
+            if kind == "empty":
+                cols = cols[:0]
+            elif kind == "one_differs" and last_of_block:
+                cols[-1] = (cols[-1] + 1) % channels
+            elif kind == "reordered" and last_of_block:
+                cols = cols[::-1]
+            vals = rng.standard_normal(len(cols))
+            np.add.at(dense[p, :, f], cols, vals)
+            col_idx.extend(cols)
+            values.extend(vals)
+            row_ptr.append(len(col_idx))
+    packed = ops.PackedKernel(tf.constant([a, channels, filters], tf.int32),
+                              tf.constant(row_ptr, tf.int32), tf.constant(col_idx, tf.int32),
+                              tf.constant(values, tf.float32))
+    return packed, dense.reshape(a, a, channels, filters)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("tile_vectors", [1, 4])
+def test_filter_groups_with_one_column_list_and_lookalike_groups(isa, tile_vectors):
+    rng = np.random.default_rng(12)
+    channels, filters = 21, 30
+    x = rng.standard_normal((3, 9, 10, channels)).astype(np.float32)
+    packed, u = _grouped_rows_kernel(rng, 4, channels, filters)
+    expected = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None)
+    bound = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None, absolute=True)
+    y = _conv_with_kernel_knobs(x, packed, isa, tile_vectors)
     assert_close(y, expected, bound, RTOL, f"{isa} tile_vectors={tile_vectors}")
 
 

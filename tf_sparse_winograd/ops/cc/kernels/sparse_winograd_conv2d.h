@@ -30,8 +30,8 @@ struct ConvParams {
   const int32_t* row_ptr = nullptr;
   const int32_t* col_idx = nullptr;
   const float* values = nullptr;
-  // complete[r] = 1 iff row r is dense: columns 0 .. in_c - 1 in order (see ScanColumnsFn).
-  const uint8_t* complete = nullptr;
+  // row_kind[r]: kRowComplete and kRowGroupStart bits of row r (see ScanColumnsFn).
+  const uint8_t* row_kind = nullptr;
   // Optional bias (filters floats) or nullptr.
   const float* bias = nullptr;
   bool winograd_relu = false;  // ReLU on V = B^T d B.
@@ -60,12 +60,20 @@ using ConvUnitsFn = void (*)(const ConvParams&, int64_t unit_begin, int64_t unit
 // not vectorise: its scalar scan of col_idx cost about 1 ns per nonzero, as much as all the rest
 // of a batch-1 call). True iff values[0 .. n) are non-decreasing.
 using NonDecreasingFn = bool (*)(const int32_t* values, int64_t n);
-// One pass over the columns of `rows` CSR rows (row_ptr already checked): true iff every column
-// index is in [0, channels); sets complete[r] = 1 iff row r holds exactly the columns
-// 0, 1, ..., channels - 1 in order (a dense row, which the products run as a dense micro-kernel),
-// else 0.
-using ScanColumnsFn = bool (*)(const int32_t* row_ptr, int64_t rows, const int32_t* col_idx,
-                               int32_t channels, uint8_t* complete);
+// Row kinds that the products run with a faster micro-kernel than a plain sparse row.
+// Complete: exactly the columns 0, 1, ..., channels - 1 in order (a dense row).
+constexpr uint8_t kRowComplete = 1;
+// Group start: a row of a filter f with f % 4 == 0 whose column list the rows of filters f + 1,
+// f + 2 and f + 3 (same Winograd coordinate) repeat exactly, so one column index and one load of
+// the transformed input serve all 4 (weights pruned in blocks of 4 filters).
+constexpr uint8_t kRowGroupStart = 2;
+constexpr int kGroupRows = 4;
+
+// One pass over the columns of the a^2 * filters CSR rows (row r = p * filters + f; row_ptr
+// already checked): true iff every column index is in [0, channels); sets row_kind[r] to the
+// kRow* bits that hold for row r.
+using ScanColumnsFn = bool (*)(const int32_t* row_ptr, int64_t rows, int64_t filters,
+                               const int32_t* col_idx, int32_t channels, uint8_t* row_kind);
 
 struct IsaKernel {
   const char* name;

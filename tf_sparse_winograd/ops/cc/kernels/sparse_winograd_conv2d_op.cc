@@ -198,9 +198,9 @@ class SparseWinogradConv2DOp : public OpKernel {
                                 ". Received: row_ptr[-1]=", rp[num_rows]));
     const int32_t* ci = col_idx.flat<int32_t>().data();
     // channels <= INT32_MAX: it was read from an int32 tensor.
-    std::vector<uint8_t> complete(num_rows);
-    const bool out_of_range = !kernel.scan_columns(rp, num_rows, ci,
-                                                   static_cast<int32_t>(channels), complete.data());
+    std::vector<uint8_t> row_kind(num_rows);
+    const bool out_of_range = !kernel.scan_columns(rp, num_rows, filters, ci,
+                                                   static_cast<int32_t>(channels), row_kind.data());
     for (int64_t k = 0; out_of_range && k < nnz; ++k) {
       OP_REQUIRES(ctx, ci[k] >= 0 && ci[k] < channels,
                   InvalidArgument("col_idx must be in [0, in_channels = ", channels,
@@ -239,7 +239,7 @@ class SparseWinogradConv2DOp : public OpKernel {
     p.row_ptr = rp;
     p.col_idx = ci;
     p.values = values.flat<float>().data();
-    p.complete = complete.data();
+    p.row_kind = row_kind.data();
     p.bias = bias.NumElements() == 0 ? nullptr : bias.flat<float>().data();
     p.winograd_relu = winograd_relu_;
     p.relu = relu_;
