@@ -116,7 +116,7 @@ def _copy_from(source):
 
 
 def prune_low_magnitude(to_prune, pruning_schedule=schedules.ConstantSparsity(0.5, 0),
-                        skip_first_conv=False, **kwargs):
+                        skip_first_conv=False, block_size=(1, 1), **kwargs):
     """Wraps prunable layers in `PruneLowMagnitude` (tfmot's API, for Keras 3).
 
     Args:
@@ -131,6 +131,8 @@ def prune_low_magnitude(to_prune, pruning_schedule=schedules.ConstantSparsity(0.
         * a callable layer -> schedule, density or None.
       skip_first_conv: leave the first convolution of a model unpruned (the paper's default; off
         here by default, as in tfmot).
+      block_size: (rows, cols) blocks of each weight's last two axes pruned whole (see
+        `PruneLowMagnitude`); (1, 4) lets the sparse op run 4 filters at a time.
       **kwargs: passed to the wrapper when `to_prune` is a single layer.
 
     Returns:
@@ -143,7 +145,7 @@ def prune_low_magnitude(to_prune, pruning_schedule=schedules.ConstantSparsity(0.
         schedule = _resolve(pruning_schedule, layer)
         if schedule is None:
             return layer
-        return PruneLowMagnitude(layer, pruning_schedule=schedule, **extra)
+        return PruneLowMagnitude(layer, pruning_schedule=schedule, block_size=block_size, **extra)
 
     if isinstance(to_prune, (list, tuple)):
         return [wrap(layer) for layer in to_prune]
@@ -181,7 +183,7 @@ def _density_for(spec, layer):
     return spec
 
 
-def prune_to_density(model, density, skip_first_conv=True):
+def prune_to_density(model, density, skip_first_conv=True, block_size=(1, 1)):
     """The paper's one-shot step: prune every prunable layer to `density` by magnitude, now.
 
     Each prunable weight keeps exactly max(1, round(density * size)) entries, the largest in
@@ -196,6 +198,9 @@ def prune_to_density(model, density, skip_first_conv=True):
       density: a float in (0, 1], a dict {layer name: density or None} (layers not named are not
         pruned) or a callable layer -> density or None.
       skip_first_conv: leave the first convolution dense (the paper's default).
+      block_size: (rows, cols) blocks of each weight's last two axes pruned whole; the density is
+        then that of the blocks, max(1, round(density * blocks)) of them kept, scored by mean |w|.
+        (1, 4) on Winograd kernels prunes 4 filters together (faster in the sparse op).
 
     Returns:
       A new model with `PruneLowMagnitude` wrappers; compile it and train with
@@ -215,11 +220,13 @@ def prune_to_density(model, density, skip_first_conv=True):
         return schedules.ConstantSparsity(schedules_d.target_sparsity, begin_step=0, end_step=0,
                                           frequency=1)
 
+    block_size = pruning_impl.check_block_size(block_size)
     pruned = prune_low_magnitude(model, pruning_schedule=schedule_for,
-                                 skip_first_conv=skip_first_conv)
+                                 skip_first_conv=skip_first_conv, block_size=block_size)
     for wrapper in pruning_wrapper.collect_prunable_layers(pruned):
         d = densities[wrapper.layer.name]
-        keeps = [max(1, int(round(d * int(np.prod(w.shape))))) for w in wrapper.prunable_weights]
+        keeps = [max(1, int(round(d * pruning_impl.num_blocks(tuple(w.shape), block_size))))
+                 for w in wrapper.prunable_weights]
         wrapper.pruning_obj.mask_update_to_count(keeps)
         wrapper.pruning_obj.assign_step(wrapper.pruning_step, np.int64(1))
     return pruned

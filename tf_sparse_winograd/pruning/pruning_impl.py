@@ -8,12 +8,19 @@ Mask rule: to keep density d of a tensor of n elements, keep exactly k = max(1, 
 them, the k largest in absolute value; among equal magnitudes the element with the lower flat
 (row-major) index is kept, so the result is deterministic and its density is exact.
 
+Block pruning (`block_size` = (rows, cols) over the last two axes, tfmot's convention with AVG
+pooling): the weight is cut into blocks of rows x cols entries of its last two axes (partial
+blocks at the ends), each block scored by the mean |w| of its entries, and k of the n blocks kept
+by the rule above, whole. For a Winograd kernel (a, a, in, filters), (1, 4) prunes each
+(coordinate, channel) for 4 consecutive filters together, which the sparse op runs 4 at a time.
+
 Distribution: every assignment goes through `_assign`, which (in a replica context) enters the
 cross-replica context with `merge_call` and writes through `strategy.extended.update`. A new mask is
 computed once, from the weight as read in the cross-replica context (the primary copy), and the same
 tensor is written to every replica, so masks are identical across replicas by construction.
 """
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -55,6 +62,63 @@ def magnitude_mask(weights, keep):
     mask = tf.cast(rank < keep, weights.dtype)
     threshold = tf.gather(values, keep - 1)
     return tf.cast(threshold, weights.dtype), tf.reshape(mask, tf.shape(weights))
+
+
+def check_block_size(block_size):
+    """block_size as a tuple of two positive ints; a ValueError naming it otherwise."""
+    try:
+        rows, cols = block_size
+        valid = all(isinstance(b, int) and not isinstance(b, bool) and b >= 1
+                    for b in (rows, cols))
+    except (TypeError, ValueError):
+        valid = False
+    if not valid:
+        raise ValueError("`block_size` must be a pair of positive ints (rows, cols) over a "
+                         f"weight's last two axes. Received: block_size={block_size!r}")
+    return int(rows), int(cols)
+
+
+def num_blocks(shape, block_size):
+    """Number of (possibly partial) blocks of a weight of static `shape`."""
+    rows, cols = block_size
+    if rows == cols == 1:
+        return int(np.prod(shape))
+    lead = int(np.prod(shape[:-2]))
+    return lead * -(-int(shape[-2]) // rows) * -(-int(shape[-1]) // cols)
+
+
+def block_magnitude_mask(weights, keep, block_size):
+    """Returns (threshold, mask) keeping the `keep` blocks of largest mean |weights|.
+
+    Args:
+      weights: a float tensor with a static shape, rank >= 2 unless block_size is (1, 1).
+      keep: int scalar, the number of blocks kept (clipped to [1, number of blocks]).
+      block_size: (rows, cols) of a block over the last two axes.
+
+    Returns:
+      threshold: the mean |w| of the smallest kept block, in weights.dtype.
+      mask: 0/1 tensor of weights' shape and dtype, whole blocks on or off.
+    """
+    rows, cols = block_size
+    if rows == cols == 1:
+        return magnitude_mask(weights, keep)
+    weights = tf.convert_to_tensor(weights)
+    shape = weights.shape.as_list()
+    if len(shape) < 2:
+        raise ValueError(f"Block pruning needs a weight of rank >= 2. Received: shape={shape}")
+    lead, height, width = int(np.prod(shape[:-2])), shape[-2], shape[-1]
+    blocks_h, blocks_w = -(-height // rows), -(-width // cols)
+    padding = [[0, 0], [0, blocks_h * rows - height], [0, blocks_w * cols - width]]
+
+    def block_sums(x):
+        x = tf.pad(tf.reshape(x, [lead, height, width]), padding)
+        return tf.reduce_sum(tf.reshape(x, [lead, blocks_h, rows, blocks_w, cols]), axis=[2, 4])
+
+    magnitude = tf.math.abs(weights)
+    scores = block_sums(magnitude) / block_sums(tf.ones_like(magnitude))
+    threshold, block_mask = magnitude_mask(scores, keep)
+    mask = tf.repeat(tf.repeat(block_mask, rows, axis=1), cols, axis=2)[:, :height, :width]
+    return threshold, tf.reshape(mask, shape)
 
 
 def _strategy_of(variables):
@@ -102,12 +166,20 @@ class Pruning:
       step_fn: callable returning the current pruning step (int64 scalar).
       pruning_vars: list of (weight, mask, threshold) variable triples.
       pruning_schedule: callable step -> (should_prune, sparsity).
+      block_size: (rows, cols) blocks over each weight's last two axes, kept or pruned whole;
+        sparsity and keep counts then count blocks. (1, 1) prunes single entries.
     """
 
-    def __init__(self, step_fn, pruning_vars, pruning_schedule):
+    def __init__(self, step_fn, pruning_vars, pruning_schedule, block_size=(1, 1)):
         self._step_fn = step_fn
         self._pruning_vars = list(pruning_vars)
         self._pruning_schedule = pruning_schedule
+        self._block_size = check_block_size(block_size)
+
+    def _new_mask(self, value, keep_fn):
+        """(threshold, mask) of one weight, keeping keep_fn(number of blocks) blocks."""
+        blocks = num_blocks(value.shape.as_list(), self._block_size)
+        return block_magnitude_mask(value, keep_fn(blocks), self._block_size)
 
     @property
     def pruning_vars(self):
@@ -117,7 +189,7 @@ class Pruning:
         updates = []
         for weight, mask, threshold in self._pruning_vars:
             value = tf.convert_to_tensor(_variable(weight))
-            new_threshold, new_mask = magnitude_mask(value, keep_fn(tf.size(value)))
+            new_threshold, new_mask = self._new_mask(value, keep_fn)
             updates.append(_assign(strategy, mask, new_mask))
             updates.append(_assign(strategy, threshold, new_threshold))
             with tf.control_dependencies(updates):
@@ -166,7 +238,7 @@ class Pruning:
         return [v for triple in self._pruning_vars for v in triple]
 
     def mask_update_to_count(self, keep_counts):
-        """Unconditionally prunes weight i to exactly keep_counts[i] elements."""
+        """Unconditionally prunes weight i to exactly keep_counts[i] elements (or blocks)."""
         keep_counts = list(keep_counts)
         if len(keep_counts) != len(self._pruning_vars):
             raise ValueError(f"Expected {len(self._pruning_vars)} keep counts. "
@@ -176,7 +248,7 @@ class Pruning:
             updates = []
             for (weight, mask, threshold), keep in zip(self._pruning_vars, keep_counts):
                 value = tf.convert_to_tensor(_variable(weight))
-                new_threshold, new_mask = magnitude_mask(value, keep)
+                new_threshold, new_mask = self._new_mask(value, lambda _, k=keep: k)
                 updates.append(_assign(strategy, mask, new_mask))
                 updates.append(_assign(strategy, threshold, new_threshold))
                 with tf.control_dependencies(updates):

@@ -58,11 +58,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
       pruning_schedule: callable step -> (should_prune, sparsity) with `get_config()`; a
         `ConstantSparsity` / `PolynomialDecay` from this package or from tfmot, or a serialized
         schedule dict. Default `ConstantSparsity(0.5, 0)`.
+      block_size: (rows, cols): prune blocks of the weights' last two axes whole, scored by
+        their mean |w| (tfmot's `block_size` with AVG pooling); the schedule's sparsity is then a
+        fraction of blocks. (1, 4) on a `WinogradConv2D` prunes 4 filters together per Winograd
+        coordinate and input channel, which the sparse op runs faster. Default (1, 1).
       **kwargs: Keras layer arguments (`name`, `trainable`, `dtype`). The default name is
         `prune_low_magnitude_<layer name>`.
     """
 
-    def __init__(self, layer, pruning_schedule=schedules.ConstantSparsity(0.5, 0), **kwargs):
+    def __init__(self, layer, pruning_schedule=schedules.ConstantSparsity(0.5, 0),
+                 block_size=(1, 1), **kwargs):
         if not isinstance(layer, keras.layers.Layer):
             raise ValueError("`layer` must be a keras.layers.Layer instance. "
                              f"Received: layer={layer!r}")
@@ -75,6 +80,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         if isinstance(pruning_schedule, dict):
             pruning_schedule = schedules.deserialize(pruning_schedule)
         pruning_schedule = schedules.coerce_schedule(pruning_schedule)
+        self.block_size = pruning_impl.check_block_size(block_size)
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
         self.pruning_schedule = pruning_schedule
@@ -108,7 +114,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # layer's weights a second time as this layer's own.
         self.pruning_obj = pruning_impl.Pruning(
             step_fn=lambda: tf.convert_to_tensor(pruning_impl._variable(self.pruning_step)),
-            pruning_vars=triples, pruning_schedule=self.pruning_schedule)
+            pruning_vars=triples, pruning_schedule=self.pruning_schedule,
+            block_size=self.block_size)
         self.built = True
 
     @property
@@ -151,6 +158,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
     def get_config(self):
         config = super().get_config()
         config["pruning_schedule"] = schedules.serialize(self.pruning_schedule)
+        config["block_size"] = list(self.block_size)
         return config
 
     @classmethod
@@ -160,7 +168,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
                                                       custom_objects=custom_objects)
         schedule = schedules.deserialize(config.pop("pruning_schedule"),
                                          custom_objects=custom_objects)
-        return cls(layer, pruning_schedule=schedule, **config)
+        block_size = tuple(config.pop("block_size", (1, 1)))
+        return cls(layer, pruning_schedule=schedule, block_size=block_size, **config)
 
 
 def collect_prunable_layers(model):
