@@ -1,7 +1,7 @@
 """Speed of the SparseWinograd op against TF's conv2d, measured in one run.
 
     python bench/op_speed.py [--batches 1,32] [--densities 1.0,0.4,0.25,0.1] [--tiles 2,4]
-                             [--reps 15] [--winograd_relu] [--markdown]
+                             [--reps 15] [--winograd_relu] [--filter_block 4]
 
 For each VGG-nagadomi conv layer shape: TF conv2d (oneDNN; the weights a tf.constant inside the
 tf.function, so oneDNN caches the reordered filter) and our op (packed kernel as constants inside
@@ -104,6 +104,15 @@ def our_conv(packed_np, tile_size, winograd_relu):
     return in_graph_calls(make)
 
 
+def pruned_positions(rng, shape, density, filter_block):
+    """Where a kernel of `shape` (a, a, in, filters) is pruned, uniformly at random: single
+    weights, or (coordinate, channel) entries of blocks of `filter_block` filters together."""
+    filters = shape[-1]
+    blocks = -(-filters // filter_block)
+    pruned = rng.random(shape[:-1] + (blocks,)) >= density
+    return np.repeat(pruned, filter_block, axis=-1)[..., :filters]
+
+
 def measure(samplers, reps):
     """Interleaved: one sample of each function per round; returns (best, median) per function."""
     results = [[] for _ in samplers]
@@ -135,6 +144,9 @@ def main():
     parser.add_argument("--layers", default="all", help="comma-separated layer indices or all")
     parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--winograd_relu", action="store_true")
+    parser.add_argument("--filter_block", type=int, default=1,
+                        help="prune blocks of this many filters together (4: the op's group "
+                             "micro-kernel); 1 prunes single weights")
     parser.add_argument("--no_stages", action="store_true", help="skip the products-only timing")
     args = parser.parse_args()
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)
@@ -145,7 +157,8 @@ def main():
     layers = LAYERS if args.layers == "all" else [LAYERS[int(i)] for i in args.layers.split(",")]
     peak = peak_gflops()
     print(f"TF {tf.__version__}, clock {cpu_clock_ghz():.2f} GHz, FP32 peak {peak:.0f} GFLOP/s "
-          f"({THREADS} threads), reps {args.reps}, winograd_relu={args.winograd_relu}")
+          f"({THREADS} threads), reps {args.reps}, winograd_relu={args.winograd_relu}, "
+          f"filter_block={args.filter_block}")
     print("| batch | tile | density | layer | TF ms | op ms | ratio (best) | ratio (median) "
           "| products GFLOP/s | % peak |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -160,7 +173,7 @@ def main():
                     g = (rng.standard_normal((3, 3, cin, cout)) * 0.1).astype(np.float32)
                     a = tile + 2
                     u = rng.standard_normal((a, a, cin, cout)).astype(np.float32)
-                    u[rng.random(u.shape) >= density] = 0.0
+                    u[pruned_positions(rng, u.shape, density, args.filter_block)] = 0.0
                     packed = tuple(t.numpy() for t in ops.pack_kernel(u))
                     nnz = packed[3].size
                     ours = our_conv(packed, tile, args.winograd_relu)
