@@ -39,6 +39,10 @@ flags.DEFINE_list("density", [str(d) for d in _D.density],
                   "layer (the first conv is not pruned).")
 flags.DEFINE_bool("prune_first_conv", _D.prune_first_conv, "Also prune the first convolution.")
 flags.DEFINE_bool("prune_dense", _D.prune_dense, "Also prune the fully connected layers.")
+flags.DEFINE_integer("prune_filter_block", _D.prune_filter_block,
+                     "Prune blocks of this many consecutive filters (output units) together per "
+                     "weight position; 4 lets the sparse op run 4 filters at a time. 1: single "
+                     "weights (the paper).")
 flags.DEFINE_list("epochs", [str(e) for e in _D.epochs],
                   "Epochs per phase: 'N' (dense and retrain) or 'N_dense,N_retrain'.")
 flags.DEFINE_integer("batch_size", _D.batch_size, "Global batch size.")

@@ -121,3 +121,24 @@ def test_retrain_without_prune_output_names_the_fix(tmp_path):
 def test_stray_arguments_are_rejected():
     proc = th.run_train(["oops"], check=False)
     assert proc.returncode != 0 and "Unexpected arguments" in proc.stdout
+
+
+def test_pruning_in_filter_blocks(tmp_path):
+    config = _tiny_config(tmp_path / "run", dataset="cifar10", data_source="tfds",
+                          conv_type="winograd", density=(0.3,), prune_filter_block=4,
+                          phase="all", epochs=(1, 0))
+    assert config.density_tag == "d0.3-b4"  # never resumes an unstructured run's directories
+    with tfds.testing.mock_data(num_examples=32):
+        runner = training.Runner(config)
+        runner.run()
+    from tf_sparse_winograd import pruning
+    wrappers = pruning.collect_prunable_layers(runner.models["retrain"])
+    assert len(wrappers) == 7
+    for wrapper in wrappers:
+        assert wrapper.block_size == (1, 4)
+        mask = np.array(wrapper.masks[0])
+        filters = mask.shape[-1]
+        blocks = mask[..., :filters - filters % 4].reshape(*mask.shape[:-1], -1, 4)
+        assert (blocks == blocks[..., :1]).all(), wrapper.name
+    with pytest.raises(ValueError, match="prune_filter_block"):
+        _tiny_config(tmp_path, prune_filter_block=0)

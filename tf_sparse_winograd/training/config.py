@@ -27,6 +27,7 @@ class TrainConfig:
     density: tuple = (0.4,)
     prune_first_conv: bool = False
     prune_dense: bool = False
+    prune_filter_block: int = 1
     epochs: tuple = (2, 1)
     batch_size: int = 64
     learning_rate: float = 0.05
@@ -58,6 +59,10 @@ class TrainConfig:
                 raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
         if self.batch_size <= 0:
             raise ValueError(f"`batch_size` must be positive. Received: {self.batch_size}")
+        if isinstance(self.prune_filter_block, bool) or not isinstance(self.prune_filter_block, int) \
+                or self.prune_filter_block < 1:
+            raise ValueError("`prune_filter_block` must be an integer >= 1. Received: "
+                             f"prune_filter_block={self.prune_filter_block!r}")
 
     def epochs_for(self, phase):
         if phase == "prune":
@@ -66,8 +71,10 @@ class TrainConfig:
 
     @property
     def density_tag(self):
-        """Names the prune/retrain directories: 'd0.4', or 'd0.5-0.4-...' for per-layer values."""
-        return "d" + "-".join(f"{d:g}" for d in self.density)
+        """Names the prune/retrain directories: 'd0.4', or 'd0.5-0.4-...' for per-layer values;
+        '-b4' appended when filters are pruned in blocks of 4 (so no run resumes another's)."""
+        tag = "d" + "-".join(f"{d:g}" for d in self.density)
+        return tag if self.prune_filter_block == 1 else f"{tag}-b{self.prune_filter_block}"
 
     def phase_dir(self, phase):
         name = phase if phase == "dense" else f"{phase}_{self.density_tag}"

@@ -100,7 +100,8 @@ def density_by_layer(model, config):
 
 def _prune(model, config):
     from tf_sparse_winograd import pruning
-    return pruning.prune_to_density(model, density_by_layer(model, config), skip_first_conv=False)
+    return pruning.prune_to_density(model, density_by_layer(model, config), skip_first_conv=False,
+                                    block_size=(1, config.prune_filter_block))
 
 
 class DensitySummaries(keras.callbacks.Callback):
