@@ -16,7 +16,7 @@ All variants are timed interleaved, round after round, so that the load of a sha
 them alike; the best round is reported (and the median, for scale). Usage:
 
   python bench/model_speed.py [--densities 0.4,0.1] [--tile_sizes 2,4] [--batch_sizes 1,32]
-                              [--conv_types winograd,winograd_relu]
+                              [--conv_types winograd,winograd_relu] [--filter_blocks 1,4]
 """
 
 import itertools
@@ -41,6 +41,9 @@ from tf_sparse_winograd import pruning  # pylint: disable=wrong-import-position
 _DENSITIES = flags.DEFINE_list("densities", ["0.4", "0.1"], "Winograd kernel densities.")
 _TILE_SIZES = flags.DEFINE_list("tile_sizes", ["2", "4"], "Winograd tile sizes.")
 _BATCH_SIZES = flags.DEFINE_list("batch_sizes", ["1", "32"], "Batch sizes.")
+_FILTER_BLOCKS = flags.DEFINE_list("filter_blocks", ["1"],
+                                   "Prune in blocks of this many filters (block_size (1, N)); 4 "
+                                   "runs the op's group micro-kernel.")
 _CONV_TYPES = flags.DEFINE_list("conv_types", ["winograd"],
                                 "Sparse model architectures: winograd and/or winograd_relu.")
 _ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds (best is kept).")
@@ -49,9 +52,11 @@ _THREADS = flags.DEFINE_integer("threads", 2, "intra-op threads (inter-op is 1).
 _SEED = 0
 
 
-def _prune(model, density):
-    """The paper's one-shot magnitude pruning: every Winograd and Dense kernel but the first conv."""
-    return pruning.prune_to_density(model, density, skip_first_conv=True)
+def _prune(model, density, filter_block=1):
+    """The paper's one-shot magnitude pruning: every Winograd and Dense kernel but the first conv
+    (in blocks of `filter_block` filters or units)."""
+    return pruning.prune_to_density(model, density, skip_first_conv=True,
+                                    block_size=(1, filter_block))
 
 
 def _build(conv_type, tile_size=2):
@@ -106,12 +111,13 @@ def main(argv):
     variants["spatial SavedModel"] = _serving(os.path.join(workdir, "spatial"))
     variants["spatial frozen"] = _frozen(spatial)
     sizes = {"spatial SavedModel": export.saved_model_size(os.path.join(workdir, "spatial"))}
-    for conv_type, tile_size, density in itertools.product(_CONV_TYPES.value, tile_sizes,
-                                                           densities):
-        model = _prune(_build(conv_type, tile_size), density)
+    for conv_type, tile_size, density, block in itertools.product(
+            _CONV_TYPES.value, tile_sizes, densities, [int(b) for b in _FILTER_BLOCKS.value]):
+        model = _prune(_build(conv_type, tile_size), density, block)
         name = (f"sparse F({tile_size}x{tile_size}) d={density}"
-                + (" winograd_relu" if conv_type == "winograd_relu" else ""))
-        path = os.path.join(workdir, f"sparse_{conv_type}_t{tile_size}_d{density}")
+                + (" winograd_relu" if conv_type == "winograd_relu" else "")
+                + (f" blocks of {block}" if block > 1 else ""))
+        path = os.path.join(workdir, f"sparse_{conv_type}_t{tile_size}_d{density}_b{block}")
         export.export_saved_model(model, path)
         variants[name] = _serving(path)
         sizes[name] = export.saved_model_size(path)
