@@ -455,33 +455,14 @@ def _conv_with_kernel_knobs(x, packed, isa, tile_vectors):
             os.environ["TFSW_TILE_VECTORS"] = saved
 
 
-def _mixed_rows_kernel(rng, a, channels, filters):
-    """A hand-made CSR kernel whose rows mix every kind the op tells apart, and its dense sum.
-
-    Even Winograd coordinates: complete rows (every channel, in order: the dense micro-kernel) with
-    a few exceptions, so that groups of 4 and 8 complete rows both occur and are both broken.
-    Odd coordinates: rows of length `channels` that are not complete (channels permuted or
-    repeated: they must take the sparse path), in runs of 8, and ordinary sparse rows.
-    """
+def _kernel_of_rows(rng, a, channels, filters, columns_of):
+    """A PackedKernel whose row (p, f) holds the columns `columns_of(p, f)` (called in row order)
+    with random values, and its dense (a, a, channels, filters) sum."""
     dense = np.zeros((a * a, channels, filters))
     row_ptr, col_idx, values = [0], [], []
     for p in range(a * a):
         for f in range(filters):
-            if p % 2 == 0:
-                kind = "sparse" if rng.random() < 0.1 else "complete"
-            elif f < 16:  # runs of 8, long enough for either group size
-                kind = "permuted" if f < 8 else "repeated"
-            else:
-                kind = ("permuted", "repeated", "sparse")[rng.integers(3)]
-            if kind == "complete":
-                cols = np.arange(channels)
-            elif kind == "permuted":
-                cols = np.roll(np.arange(channels), 1 + rng.integers(channels - 1))
-            elif kind == "repeated":
-                cols = np.sort(rng.integers(0, channels, channels))
-                cols[0] = cols[1]  # never 0, 1, 2, ... in order
-            else:
-                cols = np.flatnonzero(rng.random(channels) < 0.3)
+            cols = columns_of(p, f)
             vals = rng.standard_normal(len(cols))
             np.add.at(dense[p, :, f], cols, vals)
             col_idx.extend(cols)
@@ -491,6 +472,33 @@ def _mixed_rows_kernel(rng, a, channels, filters):
                               tf.constant(row_ptr, tf.int32), tf.constant(col_idx, tf.int32),
                               tf.constant(values, tf.float32))
     return packed, dense.reshape(a, a, channels, filters)
+
+
+def _mixed_rows_kernel(rng, a, channels, filters):
+    """A hand-made CSR kernel whose rows mix every kind the op tells apart, and its dense sum.
+
+    Even Winograd coordinates: complete rows (every channel, in order: the dense micro-kernel) with
+    a few exceptions, so that groups of 4 and 8 complete rows both occur and are both broken.
+    Odd coordinates: rows of length `channels` that are not complete (channels permuted or
+    repeated: they must take the sparse path), in runs of 8, and ordinary sparse rows.
+    """
+    def columns_of(p, f):
+        if p % 2 == 0:
+            kind = "sparse" if rng.random() < 0.1 else "complete"
+        elif f < 16:  # runs of 8, long enough for either group size
+            kind = "permuted" if f < 8 else "repeated"
+        else:
+            kind = ("permuted", "repeated", "sparse")[rng.integers(3)]
+        if kind == "complete":
+            return np.arange(channels)
+        if kind == "permuted":
+            return np.roll(np.arange(channels), 1 + rng.integers(channels - 1))
+        if kind == "repeated":
+            cols = np.sort(rng.integers(0, channels, channels))
+            cols[0] = cols[1]  # never 0, 1, 2, ... in order
+            return cols
+        return np.flatnonzero(rng.random(channels) < 0.3)
+    return _kernel_of_rows(rng, a, channels, filters, columns_of)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -516,33 +524,24 @@ def _grouped_rows_kernel(rng, a, channels, filters):
     blocks at odd coordinates are shifted by 2 filters (f % 4 == 2 starts them), which the op
     must not take for groups; 30 filters leave a partial block at the end.
     """
-    dense = np.zeros((a * a, channels, filters))
-    row_ptr, col_idx, values = [0], [], []
-    for p in range(a * a):
+    block = {}
+
+    def columns_of(p, f):
         shift = 2 if p % 2 else 0
-        for f in range(filters):
-            if (f - shift) % 4 == 0 or f == 0:
-                kind = ("group", "group", "one_differs", "reordered", "empty")[rng.integers(5)]
-                base = np.flatnonzero(rng.random(channels) < 0.4)
-                if len(base) < 2:
-                    base = np.array([0, channels - 1])
-            cols = base.copy()
-            last_of_block = (f - shift) % 4 == 3
-            if kind == "empty":
-                cols = cols[:0]
-            elif kind == "one_differs" and last_of_block:
-                cols[-1] = (cols[-1] + 1) % channels
-            elif kind == "reordered" and last_of_block:
-                cols = cols[::-1]
-            vals = rng.standard_normal(len(cols))
-            np.add.at(dense[p, :, f], cols, vals)
-            col_idx.extend(cols)
-            values.extend(vals)
-            row_ptr.append(len(col_idx))
-    packed = ops.PackedKernel(tf.constant([a, channels, filters], tf.int32),
-                              tf.constant(row_ptr, tf.int32), tf.constant(col_idx, tf.int32),
-                              tf.constant(values, tf.float32))
-    return packed, dense.reshape(a, a, channels, filters)
+        if (f - shift) % 4 == 0 or f == 0:
+            block["kind"] = ("group", "group", "one_differs", "reordered", "empty")[rng.integers(5)]
+            base = np.flatnonzero(rng.random(channels) < 0.4)
+            block["base"] = base if len(base) >= 2 else np.array([0, channels - 1])
+        cols = block["base"].copy()
+        last_of_block = (f - shift) % 4 == 3
+        if block["kind"] == "empty":
+            return cols[:0]
+        if block["kind"] == "one_differs" and last_of_block:
+            cols[-1] = (cols[-1] + 1) % channels
+        elif block["kind"] == "reordered" and last_of_block:
+            cols = cols[::-1]
+        return cols
+    return _kernel_of_rows(rng, a, channels, filters, columns_of)
 
 
 @pytest.mark.parametrize("isa", ISAS)
