@@ -100,8 +100,8 @@ int main(int argc, char** argv) {
   const int reps = argc > 4 ? std::atoi(argv[4]) : 9;
   const int stages = argc > 5 ? std::atoi(argv[5]) : 7;
   const char* only = std::getenv("LAYER");
-  const bool cold = std::getenv("COLD") != nullptr && std::atoi(std::getenv("COLD")) != 0;
-  const int block = std::getenv("BLOCK") != nullptr ? std::max(1, std::atoi(std::getenv("BLOCK"))) : 1;
+  const bool cold = tfsw::EnvInt("COLD", 0) != 0;
+  const int block = static_cast<int>(tfsw::EnvInt("BLOCK", 1));
   const IsaKernel kernels[2] = {tfsw::KernelA(), tfsw::KernelB()};
   const int layers[6][3] = {{32, 64, 64}, {16, 64, 128}, {16, 128, 128}, {8, 128, 256},
                             {8, 256, 256}, {32, 3, 64}};
