@@ -278,6 +278,65 @@ def test_no_folding_where_it_is_unsafe():
         _assert_close(sparse(x), model(x, training=False))
 
 
+def _pooled_functional(tile_size):
+    """conv-BN-ReLU-pool, conv-BN-pool (no ReLU), conv-pool('same'), on odd-sized 13 x 11 inputs."""
+    inputs = keras.Input((13, 11, 3))
+    x = WinogradConv2D(8, tile_size=tile_size, name="conv1")(inputs)
+    x = keras.layers.BatchNormalization(name="bn1")(x)
+    x = keras.layers.ReLU(name="relu1")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool1")(x)                    # 6 x 5
+    x = WinogradConv2D(9, tile_size=tile_size, use_bias=True, name="conv2")(x)
+    x = keras.layers.BatchNormalization(name="bn2")(x)
+    x = keras.layers.MaxPooling2D(2, name="pool2")(x)                    # 3 x 2
+    x = WinogradConv2D(7, tile_size=tile_size, winograd_relu=True, name="conv3")(x)
+    x = keras.layers.MaxPooling2D(2, padding="same", name="pool3")(x)    # not fusable
+    outputs = keras.layers.Flatten(name="flatten")(x)
+    model = keras.Model(inputs, outputs)
+    randomize_batch_norms(model, np.random.default_rng(4))
+    _prune_winograd_kernels(model, 0.5)
+    return model
+
+
+@pytest.mark.parametrize("tile_size", [2, 4])
+def test_max_pools_after_convolutions_are_fused_into_the_op(tile_size, tmp_path):
+    model = _pooled_functional(tile_size)
+    sparse = export.to_sparse(model)
+    assert sorted(kv for kv in _layer_types(sparse).items() if kv[1] != "InputLayer") == [
+        ("conv1", "SparseWinogradConv2D"), ("conv2", "SparseWinogradConv2D"),
+        ("conv3", "SparseWinogradConv2D"), ("flatten", "Flatten"), ("pool3", "MaxPooling2D")]
+    pooled = {l.name: l.max_pool_2x2 for l in _sparse_layers(sparse)}
+    assert pooled == {"conv1": True, "conv2": True, "conv3": False}
+    x = np.random.default_rng(5).normal(size=(3, 13, 11, 3)).astype(np.float32)
+    expected = model(x, training=False)
+    _assert_close(sparse(x), expected)
+    unfused = export.to_sparse(model, fuse_max_pool=False)
+    assert {"pool1", "pool2", "pool3"} <= set(_layer_types(unfused))
+    _assert_close(unfused(x), expected)
+    sparse.save(str(tmp_path / "pooled.keras"))
+    reloaded = keras.models.load_model(str(tmp_path / "pooled.keras"))
+    np.testing.assert_array_equal(reloaded(x), sparse(x))
+    assert reloaded.get_layer("conv1").max_pool_2x2
+
+
+def test_max_pool_is_not_fused_when_its_input_is_used_elsewhere_or_the_activation_is_not_relu():
+    inputs = keras.Input((8, 8, 3))
+    y = WinogradConv2D(4, name="conv1")(inputs)
+    pooled = keras.layers.MaxPooling2D(2, name="pool1")(y)
+    z = WinogradConv2D(4, activation="tanh", name="conv2")(pooled)
+    z = keras.layers.MaxPooling2D(2, name="pool2")(z)
+    model = keras.Model(inputs, [y, z])  # conv1's output is also a model output
+    sparse = export.to_sparse(model)
+    assert {"pool1", "pool2"} <= set(_layer_types(sparse))
+    x = np.random.default_rng(6).normal(size=(2, 8, 8, 3)).astype(np.float32)
+    for got, want in zip(sparse(x), model(x, training=False)):
+        _assert_close(got, want)
+    kernel = np.ones((4, 4, 3, 2), np.float32)
+    with pytest.raises(ValueError, match="max_pool_2x2"):
+        SparseWinogradConv2D.from_kernel(kernel, activation="tanh", max_pool_2x2=True)
+    with pytest.raises(ValueError, match="max_pool_2x2"):
+        SparseWinogradConv2D.from_kernel(kernel, max_pool_2x2="yes")
+
+
 def test_to_sparse_sequential_with_pruning_wrappers_leaves_the_original_alone(tmp_path):
     pruning = pytest.importorskip("tf_sparse_winograd.pruning")
     model = keras.Sequential([

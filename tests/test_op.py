@@ -309,6 +309,76 @@ def test_pack_kernel_in_tf_function_and_rejects_bad_shapes():
         ops.pack_kernel(np.zeros((4, 3, 3, 2)))
 
 
+# ------------------------------------------------------- fused 2 x 2 max pool (max_pool_2x2)
+def numpy_max_pool_2x2(y):
+    """2 x 2 max pool with stride 2, VALID (odd last rows and columns dropped), in numpy."""
+    n, h, w, f = y.shape
+    y = y[:, :h // 2 * 2, :w // 2 * 2, :].reshape(n, h // 2, 2, w // 2, 2, f)
+    return y.max(axis=(2, 4))
+
+
+def check_pooled_case(seed, h, w, tile_size, padding, cin=5, cout=19, batch=2, density=0.4,
+                      use_bias=True, activation="relu", winograd_relu=False, isa=None):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, h, w, cin)).astype(np.float32)
+    u = random_winograd_kernel(rng, tile_size, cin, cout, density)
+    bias = rng.standard_normal(cout).astype(np.float32) if use_bias else None
+    if isa is not None:
+        os.environ["TFSW_ISA"] = isa
+    kwargs = dict(tile_size=tile_size, padding=padding, winograd_relu=winograd_relu,
+                  activation=activation, max_pool_2x2=True)
+    y = ops.sparse_winograd_conv2d(x, ops.pack_kernel(u), bias, debug_fill_nan=True,
+                                   **kwargs).numpy()
+    full = numpy_winograd_conv2d(x, u, bias, tile_size, padding, winograd_relu, activation)
+    expected = numpy_max_pool_2x2(full)
+    # Max pooling moves no value by more than the largest error in its window.
+    bound = numpy_max_pool_2x2(numpy_winograd_conv2d(x, u, bias, tile_size, padding,
+                                                     winograd_relu, activation, absolute=True))
+    what = f"seed={seed} hw={h}x{w} m={tile_size} {padding} act={activation} isa={isa}"
+    assert_close(y, expected, bound, RTOL, "pooled op " + what)
+    y_ref = ops.sparse_winograd_conv2d(x, u, bias, implementation="reference", **kwargs).numpy()
+    assert_close(y_ref, expected, bound, RTOL, "pooled reference " + what)
+
+
+POOL_GRID = [(h, w, m, padding)
+             for h, w, m, padding in itertools.product([1, 2, 3, 4, 7, 13], [2, 5, 8, 9], [2, 4, 6],
+                                                       ["SAME", "VALID"])
+             if padding == "SAME" or min(h, w) >= 3]
+
+
+@pytest.mark.parametrize("h,w,tile_size,padding", POOL_GRID)
+def test_fused_max_pool_matches_pooling_the_convolution(h, w, tile_size, padding):
+    seed = 7000 + h * 100 + w * 10 + tile_size + (padding == "SAME")
+    check_pooled_case(seed, h, w, tile_size, padding, activation=None if h % 2 else "relu",
+                      use_bias=w != 5, winograd_relu=h == 7)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("tile_size", [2, 4])
+def test_fused_max_pool_on_every_isa_with_many_tiles_and_channels(isa, tile_size):
+    # 3 x 17 x 17 images: 243 (tile 2) or 75 (tile 4) tiles, several tile blocks with a partial
+    # last one; 130 channels and 33 filters leave partial vectors on both sides.
+    check_pooled_case(11 + tile_size, 17, 17, tile_size, "SAME", cin=130, cout=33, batch=3,
+                      isa=isa)
+
+
+def test_fused_max_pool_shapes_in_graph_mode_and_empty_outputs():
+    rng = np.random.default_rng(12)
+    u = random_winograd_kernel(rng, 4, 6, 9, 0.5)
+    packed = ops.pack_kernel(u)
+    pooled = tf.function(lambda x: ops.sparse_winograd_conv2d(x, packed, tile_size=4,
+                                                              max_pool_2x2=True))
+    concrete = pooled.get_concrete_function(tf.TensorSpec([None, 13, 8, 6], tf.float32))
+    assert concrete.output_shapes.as_list() == [None, 6, 4, 9]
+    for shape, expected in [((0, 9, 9, 6), (0, 4, 4, 9)), ((2, 1, 9, 6), (2, 0, 4, 9))]:
+        y = ops.sparse_winograd_conv2d(np.zeros(shape, np.float32), packed, tile_size=4,
+                                       max_pool_2x2=True, debug_fill_nan=True)
+        assert y.shape == expected
+    with pytest.raises(TypeError, match="max_pool_2x2"):
+        ops.sparse_winograd_conv2d(np.zeros((1, 4, 4, 6), np.float32), packed, tile_size=4,
+                                   max_pool_2x2="yes")
+
+
 # ------------------------------------------------------------------------- edge cases
 def test_graph_mode_shape_inference_and_dynamic_batch():
     rng = np.random.default_rng(2)

@@ -3,7 +3,8 @@
 Every `WinogradConv2D` (plain, stripped or still in a pruning wrapper) becomes a
 `SparseWinogradConv2D` holding only its nonzeros. Where it is safe (see `folding`), an
 inference-mode BatchNormalization right after a convolution or Dense layer is folded into its
-kernel and bias, and a ReLU right after that is fused into the layer. A pruned Dense layer becomes a
+kernel and bias, a ReLU right after that is fused into the layer, and a 2 x 2 max pool after a
+Winograd convolution (and its batch norm and ReLU) into its op. A pruned Dense layer becomes a
 `SparseDense` (stored as its nonzeros). Every other layer is cloned with its weights. The original model is left untouched.
 """
 
@@ -77,7 +78,8 @@ def _sparse_head(chain, sparse_dense_max_density=None):
         return dense
     return SparseWinogradConv2D.from_kernel(
         kernel, bias, tile_size=head.tile_size, padding=head.padding, activation=activation,
-        winograd_relu=head.winograd_relu, name=head.name)
+        winograd_relu=head.winograd_relu, max_pool_2x2=chain.max_pool is not None,
+        name=head.name)
 
 
 class _Cloner:
@@ -122,7 +124,8 @@ def _call(layer, *args, **kwargs):
     return layer(*args, **kwargs)
 
 
-def to_sparse(model, fold_batch_norm=True, fuse_relu=True, sparse_dense_max_density=0.5):
+def to_sparse(model, fold_batch_norm=True, fuse_relu=True, fuse_max_pool=True,
+              sparse_dense_max_density=0.5):
     """A clone of a built Sequential or functional `model` for sparse inference.
 
     Args:
@@ -131,20 +134,25 @@ def to_sparse(model, fold_batch_norm=True, fuse_relu=True, sparse_dense_max_dens
         (with no activation of its own, whose output feeds only the batch norm) into its kernel
         and bias, with the moving statistics (inference mode).
       fuse_relu: fuse a plain ReLU directly after such a layer (or its batch norm) into it.
+      fuse_max_pool: fuse a MaxPooling2D(2) (2 x 2, stride 2, 'valid', channels last) directly
+        after a WinogradConv2D (or its batch norm or ReLU) into its op, which then stores only
+        the pooled output. The clone's output is the same (max pooling commutes with the bias
+        and the ReLU the op adds after it).
       sparse_dense_max_density: a Dense layer whose kernel has at most this fraction of nonzeros
         becomes a `SparseDense` (stored as its nonzeros, run dense); None keeps every Dense.
 
     Returns:
       A new model of the same kind; the WinogradConv2D layers are SparseWinogradConv2D layers
-      with the same names, folded batch norm and ReLU layers are gone.
+      with the same names, folded batch norm, ReLU and max pool layers are gone.
     """
     if not isinstance(model, keras.Model) or not model.built:
         raise ValueError(f"`model` must be a built Keras model. Received: model={model!r}")
     options = {"fold_batch_norm": fold_batch_norm, "fuse_relu": fuse_relu,
+               "fuse_max_pool": fuse_max_pool,
                "sparse_dense_max_density": sparse_dense_max_density}
     model = _strip_pruning_if_needed(model)
     if isinstance(model, keras.Sequential):
-        chains = folding.plan_sequential(model.layers, fold_batch_norm, fuse_relu)
+        chains = folding.plan_sequential(model.layers, fold_batch_norm, fuse_relu, fuse_max_pool)
         cloner = _Cloner(chains, options)
         layers = [cloner(layer) for layer in model.layers]
         source = model.inputs[0]
@@ -152,7 +160,7 @@ def to_sparse(model, fold_batch_norm=True, fuse_relu=True, sparse_dense_max_dens
         clone = keras.Sequential([inputs] + [layer for layer in layers
                                              if not isinstance(layer, _Absorbed)], name=model.name)
     elif hasattr(model, "_nodes_by_depth"):
-        chains = folding.plan_functional(model, fold_batch_norm, fuse_relu)
+        chains = folding.plan_functional(model, fold_batch_norm, fuse_relu, fuse_max_pool)
         cloner = _Cloner(chains, options)
         clone = keras.models.clone_model(model, clone_function=cloner, call_function=_call)
     else:

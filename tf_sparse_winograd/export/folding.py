@@ -12,7 +12,11 @@ the output is still linear in U. It does not hold when the convolution has its o
 activation (then the batch norm follows the activation, not the products): such pairs are left
 alone. Scaling a column of U by s_f maps zeros to zeros, so a pruned kernel keeps its zeros.
 
-A ReLU that directly follows (conv [+ batch norm]) is fused into the sparse op's store.
+A ReLU that directly follows (conv [+ batch norm]) is fused into the sparse op's store, and a
+2 x 2 stride-2 'valid' max pool after that into the op as well (`max_pool_2x2`): the op pools
+each tile's outputs before storing them, so the full-size output never goes to memory. The pool
+moves before the bias and ReLU inside the op, which is exact: max commutes with adding a
+per-channel constant and with any non-decreasing function.
 """
 
 import keras
@@ -89,21 +93,38 @@ def fusable_relu(layer):
     return False
 
 
+def fusable_max_pool(layer):
+    """True for a channels-last MaxPooling2D with 2 x 2 windows, stride 2 and 'valid' padding."""
+    if type(layer) is not keras.layers.MaxPooling2D:  # pylint: disable=unidiomatic-typecheck
+        return False
+    return (tuple(layer.pool_size) == (2, 2) and tuple(layer.strides) == (2, 2)
+            and layer.padding == "valid" and layer.data_format == "channels_last")
+
+
 class Chain:
-    """A Winograd convolution (or Dense layer) and what is folded into it: batch norm, ReLU."""
+    """A Winograd convolution (or Dense layer) and what is folded into it: batch norm, ReLU, and
+    for a Winograd convolution a 2 x 2 max pool."""
 
     def __init__(self, conv):
         self.conv = conv
         self.batch_norm = None
         self.relu = None
+        self.max_pool = None
 
     @property
     def absorbed(self):
-        return [layer for layer in (self.batch_norm, self.relu) if layer is not None]
+        return [layer for layer in (self.batch_norm, self.relu, self.max_pool)
+                if layer is not None]
 
-    def try_extend(self, layer, fold_batch_norm, fuse_relu):
+    def try_extend(self, layer, fold_batch_norm, fuse_relu, fuse_max_pool=False):
         """Appends `layer` if it can be absorbed after the layers already in the chain."""
         inner = head_of(self.conv)
+        if self.max_pool is not None:
+            return False
+        if (fuse_max_pool and fusable_max_pool(layer) and winograd_layer_of(self.conv) is not None
+                and keras.activations.serialize(inner.activation) in ("linear", "relu")):
+            self.max_pool = layer
+            return True
         if self.relu is not None:
             return False
         if (self.batch_norm is None and self.relu is None and fold_batch_norm
@@ -118,18 +139,20 @@ class Chain:
         return False
 
 
-def plan_sequential(layers, fold_batch_norm=True, fuse_relu=True):
-    """{id(conv): Chain} for consecutive conv [-> BN] [-> ReLU] runs of a Sequential's layers."""
+def plan_sequential(layers, fold_batch_norm=True, fuse_relu=True, fuse_max_pool=False):
+    """{id(conv): Chain} for consecutive conv [-> BN] [-> ReLU] [-> max pool] runs of a
+    Sequential's layers."""
     chains, current = {}, None
     for layer in layers:
         if head_of(layer) is not None:
             current = chains[id(layer)] = Chain(layer)
-        elif current is None or not current.try_extend(layer, fold_batch_norm, fuse_relu):
+        elif current is None or not current.try_extend(layer, fold_batch_norm, fuse_relu,
+                                                         fuse_max_pool):
             current = None
     return chains
 
 
-def plan_functional(model, fold_batch_norm=True, fuse_relu=True):
+def plan_functional(model, fold_batch_norm=True, fuse_relu=True, fuse_max_pool=False):
     """{id(conv): Chain} for a functional model.
 
     A layer joins a chain only when every link is private: each layer is called once in the model,
@@ -165,6 +188,6 @@ def plan_functional(model, fold_batch_norm=True, fuse_relu=True):
         chain = chains[id(layer)] = Chain(layer)
         reader = single_consumer(node)
         while reader is not None and calls[id(reader.operation)] == 1 and chain.try_extend(
-                reader.operation, fold_batch_norm, fuse_relu):
+                reader.operation, fold_batch_norm, fuse_relu, fuse_max_pool):
             reader = single_consumer(reader)
     return chains

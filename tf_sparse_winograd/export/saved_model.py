@@ -63,7 +63,7 @@ def saved_model_size(path):
 
 
 def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_relu=True,
-                       sparse_dense_max_density=0.5):
+                       fuse_max_pool=True, sparse_dense_max_density=0.5):
     """Writes `model` as a SavedModel with a `serving_default` signature (batch dimension None).
 
     Args:
@@ -72,7 +72,8 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
         SavedModel's graph runs the sparse op and stores only the nonzeros.
       path: the SavedModel directory.
       convert: False exports the model as it is (e.g. a dense reference model).
-      fold_batch_norm, fuse_relu, sparse_dense_max_density: passed to `to_sparse`.
+      fold_batch_norm, fuse_relu, fuse_max_pool, sparse_dense_max_density: passed to
+        `to_sparse`.
 
     Returns:
       The Keras model that was exported (the sparse clone when a conversion took place).
@@ -82,6 +83,7 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
     """
     if convert and any(folding.winograd_layer_of(layer) is not None for layer in _layers(model)):
         model = to_sparse(model, fold_batch_norm=fold_batch_norm, fuse_relu=fuse_relu,
+                          fuse_max_pool=fuse_max_pool,
                           sparse_dense_max_density=sparse_dense_max_density)
     specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype, name=t.name)
              for t in model.inputs]

@@ -108,10 +108,14 @@ class SparseWinogradConv2D(keras.layers.Layer):
       activation: output activation. 'relu' is fused into the op; others run after it.
       winograd_relu: ReLU on the transformed input tiles (as in `WinogradConv2D`).
       in_channels: the number of input channels, checked at build when given.
+      max_pool_2x2: the output max-pooled over 2 x 2 windows with stride 2 ('valid'), as a
+        `MaxPooling2D(2)` after the layer would, computed inside the op (`to_sparse` fuses such
+        pools). Needs an activation the op fuses ('relu') or none.
     """
 
     def __init__(self, filters, packed_spec, tile_size=2, padding="same", use_bias=True,
-                 activation=None, winograd_relu=False, in_channels=None, **kwargs):
+                 activation=None, winograd_relu=False, in_channels=None, max_pool_2x2=False,
+                 **kwargs):
         kwargs.setdefault("trainable", False)
         super().__init__(**kwargs)
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters <= 0:
@@ -125,6 +129,13 @@ class SparseWinogradConv2D(keras.layers.Layer):
         if not isinstance(winograd_relu, (bool, np.bool_)):
             raise ValueError(f"`winograd_relu` must be a bool. Received: winograd_relu={winograd_relu!r}")
         self.winograd_relu = bool(winograd_relu)
+        if not isinstance(max_pool_2x2, (bool, np.bool_)):
+            raise ValueError(f"`max_pool_2x2` must be a bool. Received: max_pool_2x2={max_pool_2x2!r}")
+        self.max_pool_2x2 = bool(max_pool_2x2)
+        if self.max_pool_2x2 and self._fused_activation() is None and not self._linear():
+            raise ValueError("`max_pool_2x2` pools inside the op, before any activation the op "
+                             "does not fuse; use activation 'relu' or None. Received: "
+                             f"activation={keras.activations.serialize(self.activation)!r}")
         self.in_channels = None if in_channels is None else int(in_channels)
         self.input_spec = keras.InputSpec(ndim=4, axes=None if in_channels is None
                                           else {-1: self.in_channels})
@@ -153,24 +164,33 @@ class SparseWinogradConv2D(keras.layers.Layer):
         return ops.PackedKernel(**{field: tf.convert_to_tensor(weight)
                                    for field, weight in self.packed_weights.items()})
 
-    def call(self, inputs):
+    def _fused_activation(self):
         name = _activation_name(self.activation)
-        fused = name if name in _FUSABLE_ACTIVATIONS else None
+        return name if name in _FUSABLE_ACTIVATIONS else None
+
+    def _linear(self):
+        return _activation_name(self.activation) == "linear"
+
+    def call(self, inputs):
+        fused = self._fused_activation()
         outputs = _ops().sparse_winograd_conv2d(
             tf.cast(inputs, tf.float32), self.packed,
             bias=tf.convert_to_tensor(self.bias) if self.use_bias else None,
             tile_size=self.tile_size, padding=self.padding.upper(),
-            winograd_relu=self.winograd_relu, activation=fused)
+            winograd_relu=self.winograd_relu, activation=fused, max_pool_2x2=self.max_pool_2x2)
         # The op's shape function cannot see the filter count when the packed shape is a
         # variable (as in a SavedModel); the layer knows it.
         outputs.set_shape(self.compute_output_shape(tuple(inputs.shape)))
-        if fused is None and name != "linear":
+        if fused is None and not self._linear():
             outputs = self.activation(outputs)
         return tf.cast(outputs, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
-        return winograd_math.conv_output_shape(input_shape, self.padding, self.filters,
-                                               type(self).__name__)
+        shape = winograd_math.conv_output_shape(input_shape, self.padding, self.filters,
+                                                type(self).__name__)
+        if not self.max_pool_2x2:
+            return shape
+        return (shape[0],) + tuple(None if d is None else d // 2 for d in shape[1:3]) + (shape[3],)
 
     def get_config(self):
         config = super().get_config()
@@ -183,6 +203,7 @@ class SparseWinogradConv2D(keras.layers.Layer):
             "activation": keras.activations.serialize(self.activation),
             "winograd_relu": self.winograd_relu,
             "in_channels": self.in_channels,
+            "max_pool_2x2": self.max_pool_2x2,
         })
         return config
 
@@ -192,7 +213,8 @@ class SparseWinogradConv2D(keras.layers.Layer):
 
     @classmethod
     def from_kernel(cls, winograd_kernel, bias=None, tile_size=2, padding="same",
-                    activation=None, winograd_relu=False, name=None, **kwargs):
+                    activation=None, winograd_relu=False, name=None, max_pool_2x2=False,
+                    **kwargs):
         """A built layer holding the nonzeros of a dense (a, a, in, filters) Winograd kernel."""
         kernel = np.asarray(winograd_kernel, dtype=np.float32)
         tile_size = transforms.check_tile_size(tile_size)
@@ -204,7 +226,8 @@ class SparseWinogradConv2D(keras.layers.Layer):
         packed = _ops().pack_kernel(tf.constant(kernel))
         layer = cls(filters=int(filters), packed_spec=packed_spec_of(packed), tile_size=tile_size,
                     padding=padding, use_bias=bias is not None, activation=activation,
-                    winograd_relu=winograd_relu, in_channels=int(in_channels), name=name, **kwargs)
+                    winograd_relu=winograd_relu, in_channels=int(in_channels), name=name,
+                    max_pool_2x2=max_pool_2x2, **kwargs)
         layer.build((None, None, None, int(in_channels)))
         for field, tensor in packed._asdict().items():
             layer.packed_weights[field].assign(tensor)

@@ -22,8 +22,8 @@ def _check_arguments(tile_size, padding, activation):
 
 
 def sparse_winograd_conv2d(x, packed, bias=None, tile_size=2, padding="SAME",
-                           winograd_relu=False, activation=None, implementation="op",
-                           debug_fill_nan=False):
+                           winograd_relu=False, activation=None, max_pool_2x2=False,
+                           implementation="op", debug_fill_nan=False):
     """3x3 stride-1 convolution as F(m x m, 3 x 3) Winograd with a sparse Winograd kernel.
 
     Args:
@@ -35,15 +35,22 @@ def sparse_winograd_conv2d(x, packed, bias=None, tile_size=2, padding="SAME",
       padding: 'same' (pad 1 on each side) or 'valid' (no padding), any case.
       winograd_relu: ReLU on the transformed input tiles V = B^T d B before the products.
       activation: None or 'relu', applied after the bias.
+      max_pool_2x2: max-pool the result over 2 x 2 windows with stride 2 ('valid': odd last
+        rows and columns are dropped) inside the op, as `tf.nn.max_pool2d(y, 2, 2, 'VALID')`
+        after it would, without writing the full-size output to memory and reading it back.
       implementation: 'op' (the C++ kernel) or 'reference' (pure TF, dense).
       debug_fill_nan: test-only: the op fills its output with NaN before computing.
 
     Returns:
-      NHWC float32: (N, H, W, filters) for 'same', (N, H - 2, W - 2, filters) for 'valid'.
+      NHWC float32: (N, H, W, filters) for 'same', (N, H - 2, W - 2, filters) for 'valid'; with
+      max_pool_2x2 the two spatial sizes halved, rounded down.
     """
     tile_size, padding, activation = _check_arguments(tile_size, padding, activation)
+    if not isinstance(max_pool_2x2, (bool, np.bool_)):
+        raise TypeError(f"`max_pool_2x2` must be a bool. Received: max_pool_2x2={max_pool_2x2!r}")
     if implementation == "reference":
-        return reference_conv2d(x, packed, bias, tile_size, padding, winograd_relu, activation)
+        return reference_conv2d(x, packed, bias, tile_size, padding, winograd_relu, activation,
+                                max_pool_2x2)
     if implementation != "op":
         raise ValueError("`implementation` must be 'op' or 'reference'. "
                          f"Received: implementation={implementation!r}")
@@ -60,11 +67,11 @@ def sparse_winograd_conv2d(x, packed, bias=None, tile_size=2, padding="SAME",
         values=tf.convert_to_tensor(packed.values, tf.float32), bias=bias,
         tile_size=tile_size, padding=padding, winograd_relu=bool(winograd_relu),
         activation="none" if activation is None else activation,
-        debug_fill_nan=bool(debug_fill_nan))
+        max_pool_2x2=bool(max_pool_2x2), debug_fill_nan=bool(debug_fill_nan))
 
 
 def reference_conv2d(x, kernel, bias=None, tile_size=2, padding="SAME", winograd_relu=False,
-                     activation=None):
+                     activation=None, max_pool_2x2=False):
     """The same convolution in plain TF ops from a dense (or packed) Winograd kernel."""
     tile_size, padding, activation = _check_arguments(tile_size, padding, activation)
     if isinstance(kernel, packing.PackedKernel):
@@ -81,7 +88,9 @@ def reference_conv2d(x, kernel, bias=None, tile_size=2, padding="SAME", winograd
     if out_h < 0 or out_w < 0:
         raise ValueError("With padding 'valid' the input must be at least 3 x 3. "
                          f"Received: x.shape={x.shape}")
-    if n == 0 or out_h == 0 or out_w == 0:
+    if n == 0 or out_h < 2 * max_pool_2x2 or out_w < 2 * max_pool_2x2 or min(out_h, out_w) == 0:
+        if max_pool_2x2:
+            out_h, out_w = out_h // 2, out_w // 2
         return tf.zeros([n, out_h, out_w, filters], tf.float32)
     tiles_h, tiles_w = -(-out_h // m), -(-out_w // m)
     xp = tf.pad(x, [[0, 0], [pad, tiles_h * m + 2 - h - pad], [pad, tiles_w * m + 2 - w - pad],
@@ -99,6 +108,8 @@ def reference_conv2d(x, kernel, bias=None, tile_size=2, padding="SAME", winograd
         y = y + tf.convert_to_tensor(bias, tf.float32)
     if activation == "relu":
         y = tf.nn.relu(y)
+    if max_pool_2x2:
+        y = tf.nn.max_pool2d(y, 2, 2, "VALID")
     return y
 
 

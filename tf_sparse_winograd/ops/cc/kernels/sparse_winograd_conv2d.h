@@ -16,9 +16,13 @@ struct ConvParams {
   // Input, NHWC float32.
   const float* input = nullptr;
   int64_t batch = 0, in_h = 0, in_w = 0, in_c = 0;
-  // Output, NHWC float32: out_h x out_w, `filters` channels.
-  float* output = nullptr;
+  // Convolution output size: out_h x out_w, `filters` channels.
   int64_t out_h = 0, out_w = 0, filters = 0;
+  // Output, NHWC float32: the convolution's, or with max_pool its 2x2 max pool with stride 2
+  // (VALID: out_h / 2 x out_w / 2, rounded down). Tiles have even sides, so no pooling window
+  // straddles two tiles.
+  float* output = nullptr;
+  bool max_pool = false;
   // Top/left zero padding (1 for SAME, 0 for VALID). Bottom/right padding is implicit.
   int64_t pad_top = 0, pad_left = 0;
   // Tiles: tile_size x tile_size outputs each; tile t = (n * tiles_h + ty) * tiles_w + tx.

@@ -132,6 +132,7 @@ class SparseWinogradConv2DOp : public OpKernel {
                                 activation));
     relu_ = activation == "relu";
     OP_REQUIRES_OK(ctx, ctx->GetAttr("winograd_relu", &winograd_relu_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("max_pool_2x2", &max_pool_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("debug_fill_nan", &debug_fill_nan_));
   }
 
@@ -214,7 +215,8 @@ class SparseWinogradConv2DOp : public OpKernel {
                                 "(a negative output size would result). Received: input.shape=",
                                 input.shape().DebugString()));
     TensorShape out_shape;
-    const int64_t out_dims[4] = {batch, out_h, out_w, filters};
+    const int64_t out_dims[4] = {batch, max_pool_ ? out_h / 2 : out_h,
+                                 max_pool_ ? out_w / 2 : out_w, filters};
     OP_REQUIRES_OK(ctx, tensorflow::TensorShapeUtils::MakeShape(out_dims, 4, &out_shape));
     Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
@@ -243,6 +245,7 @@ class SparseWinogradConv2DOp : public OpKernel {
     p.bias = bias.NumElements() == 0 ? nullptr : bias.flat<float>().data();
     p.winograd_relu = winograd_relu_;
     p.relu = relu_;
+    p.max_pool = max_pool_;
     const char* stages = std::getenv("TFSW_STAGE_MASK");
     if (stages != nullptr && stages[0] >= '0' && stages[0] <= '7' && stages[1] == '\0') {
       p.stages = stages[0] - '0';
@@ -267,6 +270,7 @@ class SparseWinogradConv2DOp : public OpKernel {
   bool same_ = true;
   bool relu_ = false;
   bool winograd_relu_ = false;
+  bool max_pool_ = false;
   bool debug_fill_nan_ = false;
 };
 

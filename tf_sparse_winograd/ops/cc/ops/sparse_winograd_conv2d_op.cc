@@ -32,6 +32,12 @@ absl::Status SparseWinogradConv2DShape(InferenceContext* c) {
     TF_RETURN_IF_ERROR(c->Subtract(out_h, 2, &out_h));
     TF_RETURN_IF_ERROR(c->Subtract(out_w, 2, &out_w));
   }
+  bool max_pool;
+  TF_RETURN_IF_ERROR(c->GetAttr("max_pool_2x2", &max_pool));
+  if (max_pool) {
+    TF_RETURN_IF_ERROR(c->Divide(out_h, 2, /*evenly_divisible=*/false, &out_h));
+    TF_RETURN_IF_ERROR(c->Divide(out_w, 2, /*evenly_divisible=*/false, &out_w));
+  }
   DimensionHandle filters = c->UnknownDim();
   const tensorflow::Tensor* shape_tensor = c->input_tensor(1);
   if (shape_tensor != nullptr && shape_tensor->NumElements() == 3) {
@@ -64,6 +70,7 @@ REGISTER_OP("SparseWinograd>Conv2D")
     .Attr("padding: {'SAME', 'VALID'} = 'SAME'")
     .Attr("winograd_relu: bool = false")
     .Attr("activation: {'none', 'relu'} = 'none'")
+    .Attr("max_pool_2x2: bool = false")
     .Attr("debug_fill_nan: bool = false")
     .SetShapeFn(SparseWinogradConv2DShape)
     .Doc(R"doc(
@@ -77,9 +84,11 @@ row_ptr: a^2 * filters + 1 offsets into col_idx / values; starts at 0, non-decre
 col_idx: nnz input-channel indices in [0, in_channels).
 values: nnz weights.
 bias: [filters] or [0] (no bias).
-output: NHWC; SAME: H x W, VALID: (H - 2) x (W - 2).
+output: NHWC; SAME: H x W, VALID: (H - 2) x (W - 2); with max_pool_2x2 half of that, rounded down.
 winograd_relu: ReLU on the transformed input tiles V = B^T d B before the products.
 activation: applied after the bias.
+max_pool_2x2: the output is max-pooled over 2 x 2 windows with stride 2 (VALID) after the
+  activation, inside the op (the tiles have even sides, so no window straddles two tiles).
 debug_fill_nan: test-only; fills the output with NaN before computing, so a missed element shows.
 )doc");
 
