@@ -194,6 +194,40 @@ def _function_op_types(path):
             for function in saved_model.meta_graphs[0].graph_def.library.function}
 
 
+def test_saved_model_from_before_the_max_pool_attr_still_loads(tmp_path):
+    # A SavedModel written before the op had `max_pool_2x2` has no such attr in its nodes; TF
+    # fills in the registered default (false) when it loads the graph.
+    from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=import-outside-toplevel
+    model = _pooled_functional(tile_size=2)
+    path = str(tmp_path / "old_style")
+    sparse = export.export_saved_model(model, path, fuse_max_pool=False)
+    saved_model = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        saved_model.ParseFromString(f.read())
+    graph = saved_model.meta_graphs[0].graph_def
+    stripped = 0
+    for nodes in [graph.node] + [function.node_def for function in graph.library.function]:
+        for node in nodes:
+            if node.op == OP_NAME:
+                assert node.attr["max_pool_2x2"].b is False
+                del node.attr["max_pool_2x2"]
+                stripped += 1
+    assert stripped >= 3
+    with open(os.path.join(path, "saved_model.pb"), "wb") as f:
+        f.write(saved_model.SerializeToString())
+    x = np.random.default_rng(8).normal(size=(2, 13, 11, 3)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    _run_python(f"""
+        import numpy as np
+        import tensorflow as tf
+        import tf_sparse_winograd  # registers the op
+        serve = tf.saved_model.load({path!r}).signatures["serving_default"]
+        (y,) = serve(tf.constant(np.load({str(tmp_path / "x.npy")!r}))).values()
+        np.save({str(tmp_path / "y.npy")!r}, y.numpy())
+    """)
+    _assert_close(np.load(tmp_path / "y.npy"), sparse(x))
+
+
 def test_sparse_saved_model_is_small_at_density_0_1(tmp_path):
     for tile_size in (2, 4):
         dense_model = _vgg("winograd", tile_size, 1.0)
