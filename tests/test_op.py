@@ -362,6 +362,37 @@ def test_fused_max_pool_on_every_isa_with_many_tiles_and_channels(isa, tile_size
                       isa=isa)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("tile_size,seed", [(2, 0), (4, 5)])
+def test_fused_max_pool_propagates_nan_and_inf(isa, tile_size, seed):
+    # A pooled pixel is NaN exactly when one of its window's unpooled outputs is NaN, whichever
+    # of the four it is (a plain max instruction drops a NaN in one of its operands). Infinite
+    # inputs give NaN (Inf - Inf) in some outputs of a tile and +-Inf in others; these seeds give
+    # windows whose only NaN sits in each of the four positions.
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((2, 12, 12, 5)).astype(np.float32)
+    for _ in range(4):
+        n, i, j, c = rng.integers(2), rng.integers(12), rng.integers(12), rng.integers(5)
+        x[n, i, j, c] = rng.choice([np.inf, -np.inf])
+    a = tile_size + 2
+    u = rng.standard_normal((a, a, 5, 6)).astype(np.float32)
+    u[rng.random(u.shape) >= 0.5] = 0.0
+    os.environ["TFSW_ISA"] = isa
+    packed = ops.pack_kernel(u)
+    for activation in (None, "relu"):
+        full = ops.sparse_winograd_conv2d(x, packed, tile_size=tile_size,
+                                          activation=activation).numpy()
+        windows = np.isnan(full).reshape(2, 6, 2, 6, 2, 6).transpose(0, 1, 3, 5, 2, 4)
+        windows = windows.reshape(-1, 4)
+        lone_nan = windows[windows.sum(axis=1) == 1]
+        assert lone_nan.any(axis=0).all(), "the data no longer puts a lone NaN in each position"
+        pooled = ops.sparse_winograd_conv2d(x, packed, tile_size=tile_size, activation=activation,
+                                            max_pool_2x2=True, debug_fill_nan=True).numpy()
+        expected = numpy_max_pool_2x2(full)  # numpy's max propagates NaN
+        np.testing.assert_array_equal(np.isnan(pooled), np.isnan(expected))
+        np.testing.assert_array_equal(pooled[~np.isnan(pooled)], expected[~np.isnan(expected)])
+
+
 def test_fused_max_pool_shapes_in_graph_mode_and_empty_outputs():
     rng = np.random.default_rng(12)
     u = random_winograd_kernel(rng, 4, 6, 9, 0.5)
@@ -374,7 +405,7 @@ def test_fused_max_pool_shapes_in_graph_mode_and_empty_outputs():
         y = ops.sparse_winograd_conv2d(np.zeros(shape, np.float32), packed, tile_size=4,
                                        max_pool_2x2=True, debug_fill_nan=True)
         assert y.shape == expected
-    with pytest.raises(TypeError, match="max_pool_2x2"):
+    with pytest.raises(ValueError, match="max_pool_2x2"):
         ops.sparse_winograd_conv2d(np.zeros((1, 4, 4, 6), np.float32), packed, tile_size=4,
                                    max_pool_2x2="yes")
 

@@ -130,7 +130,8 @@ class SparseWinogradConv2D(keras.layers.Layer):
             raise ValueError(f"`winograd_relu` must be a bool. Received: winograd_relu={winograd_relu!r}")
         self.winograd_relu = bool(winograd_relu)
         if not isinstance(max_pool_2x2, (bool, np.bool_)):
-            raise ValueError(f"`max_pool_2x2` must be a bool. Received: max_pool_2x2={max_pool_2x2!r}")
+            raise ValueError("`max_pool_2x2` must be a bool. "
+                             f"Received: max_pool_2x2={max_pool_2x2!r}")
         self.max_pool_2x2 = bool(max_pool_2x2)
         if self.max_pool_2x2 and self._fused_activation() is None and not self._linear():
             raise ValueError("`max_pool_2x2` pools inside the op, before any activation the op "

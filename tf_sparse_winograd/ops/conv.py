@@ -47,7 +47,7 @@ def sparse_winograd_conv2d(x, packed, bias=None, tile_size=2, padding="SAME",
     """
     tile_size, padding, activation = _check_arguments(tile_size, padding, activation)
     if not isinstance(max_pool_2x2, (bool, np.bool_)):
-        raise TypeError(f"`max_pool_2x2` must be a bool. Received: max_pool_2x2={max_pool_2x2!r}")
+        raise ValueError(f"`max_pool_2x2` must be a bool. Received: max_pool_2x2={max_pool_2x2!r}")
     if implementation == "reference":
         return reference_conv2d(x, packed, bias, tile_size, padding, winograd_relu, activation,
                                 max_pool_2x2)
@@ -88,10 +88,9 @@ def reference_conv2d(x, kernel, bias=None, tile_size=2, padding="SAME", winograd
     if out_h < 0 or out_w < 0:
         raise ValueError("With padding 'valid' the input must be at least 3 x 3. "
                          f"Received: x.shape={x.shape}")
-    if n == 0 or out_h < 2 * max_pool_2x2 or out_w < 2 * max_pool_2x2 or min(out_h, out_w) == 0:
-        if max_pool_2x2:
-            out_h, out_w = out_h // 2, out_w // 2
-        return tf.zeros([n, out_h, out_w, filters], tf.float32)
+    stored_h, stored_w = (out_h // 2, out_w // 2) if max_pool_2x2 else (out_h, out_w)
+    if n == 0 or stored_h == 0 or stored_w == 0:
+        return tf.zeros([n, stored_h, stored_w, filters], tf.float32)
     tiles_h, tiles_w = -(-out_h // m), -(-out_w // m)
     xp = tf.pad(x, [[0, 0], [pad, tiles_h * m + 2 - h - pad], [pad, tiles_w * m + 2 - w - pad],
                     [0, 0]])
