@@ -512,6 +512,38 @@ def test_argument_errors_name_the_argument():
         ops.sparse_winograd_conv2d(x, u)
 
 
+@pytest.mark.parametrize("isa", ISAS)
+def test_bad_column_index_is_found_next_to_complete_rows(isa):
+    # The range check skips complete rows (0, 1, ..., C - 1) and checks the runs between them:
+    # a bad index before, between and after complete rows, and in a row of C nonzeros that is
+    # not complete, must each be rejected.
+    os.environ["TFSW_ISA"] = isa
+    rng = np.random.default_rng(21)
+    channels, filters = 6, 5
+    u = rng.standard_normal((4, 4, channels, filters)).astype(np.float32)
+    rows = u.transpose(0, 1, 3, 2).reshape(16 * filters, channels)
+    rows[1::3, 1:] = 0.0  # every third row sparse, the others complete
+    packed = ops.pack_kernel(rows.reshape(4, 4, filters, channels).transpose(0, 1, 3, 2))
+    row_ptr = packed.row_ptr.numpy()
+    col_idx = packed.col_idx.numpy()
+    x = rng.standard_normal((1, 6, 6, channels)).astype(np.float32)
+    ops.sparse_winograd_conv2d(x, packed)  # well-formed: accepted
+    sparse_rows = list(range(1, 16 * filters, 3))
+    complete_rows = [r for r in range(16 * filters) if r % 3 != 1]
+    positions = {
+        "first nonzero": 0,
+        "sparse row between complete rows": row_ptr[sparse_rows[5]],
+        "last nonzero": col_idx.size - 1,
+        "inside a complete-length row": row_ptr[complete_rows[7]] + channels - 1,
+    }
+    for k in positions.values():
+        for bad in (channels, -1):
+            broken = col_idx.copy()
+            broken[k] = bad
+            with pytest.raises(tf.errors.InvalidArgumentError, match="col_idx"):
+                ops.sparse_winograd_conv2d(x, packed._replace(col_idx=tf.constant(broken)))
+
+
 def test_every_isa_gives_the_same_result_and_threads_do_not_matter():
     rng = np.random.default_rng(8)
     x = rng.standard_normal((3, 20, 17, 40)).astype(np.float32)
