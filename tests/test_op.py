@@ -73,6 +73,13 @@ def numpy_winograd_conv2d(x, u, bias, tile_size, padding, winograd_relu, activat
     return y
 
 
+def numpy_max_pool_2x2(y):
+    """2 x 2 max pool with stride 2, VALID (odd last rows and columns dropped), in numpy."""
+    n, h, w, f = y.shape
+    y = y[:, :h // 2 * 2, :w // 2 * 2, :].reshape(n, h // 2, 2, w // 2, 2, f)
+    return y.max(axis=(2, 4))
+
+
 def assert_close(actual, expected, bound, rtol, what=""):
     """|actual - expected| <= rtol * bound elementwise (bound: the absolute-value evaluation)."""
     actual = np.asarray(actual, np.float64)
@@ -113,17 +120,18 @@ def _restore_isa():
         os.environ["TFSW_ISA"] = saved
 
 
-def run_op(x, u, bias, tile_size, padding, winograd_relu, activation, isa=None):
+def run_op(x, u, bias, tile_size, padding, winograd_relu, activation, isa=None,
+           max_pool_2x2=False):
     if isa is not None:
         os.environ["TFSW_ISA"] = isa
     packed = ops.pack_kernel(u)
     return ops.sparse_winograd_conv2d(x, packed, bias, tile_size=tile_size, padding=padding,
                                       winograd_relu=winograd_relu, activation=activation,
-                                      debug_fill_nan=True).numpy()
+                                      max_pool_2x2=max_pool_2x2, debug_fill_nan=True).numpy()
 
 
 def check_case(seed, h, w, tile_size, cin, cout, batch, density, padding, winograd_relu,
-               use_bias, activation, isa):
+               use_bias, activation, isa, max_pool_2x2=False):
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, h, w, cin)).astype(np.float32)
     u = random_winograd_kernel(rng, tile_size, cin, cout, density)
@@ -131,21 +139,29 @@ def check_case(seed, h, w, tile_size, cin, cout, batch, density, padding, winogr
     if padding.upper() == "VALID" and (h < 3 or w < 3):
         if h < 2 or w < 2:
             with pytest.raises(tf.errors.InvalidArgumentError, match="at least 3 x 3"):
-                run_op(x, u, bias, tile_size, padding, winograd_relu, activation, isa)
+                run_op(x, u, bias, tile_size, padding, winograd_relu, activation, isa,
+                       max_pool_2x2)
             return
-        y = run_op(x, u, bias, tile_size, padding, winograd_relu, activation, isa)
-        assert y.shape == (batch, h - 2, w - 2, cout)
+        y = run_op(x, u, bias, tile_size, padding, winograd_relu, activation, isa, max_pool_2x2)
+        side = 2 if max_pool_2x2 else 1
+        assert y.shape == (batch, (h - 2) // side, (w - 2) // side, cout)
         return
     what = (f"seed={seed} hw={h}x{w} m={tile_size} c={cin}->{cout} n={batch} d={density} "
-            f"{padding} wrelu={winograd_relu} bias={use_bias} act={activation} isa={isa}")
-    expected = numpy_winograd_conv2d(x, u, bias, tile_size, padding, winograd_relu, activation)
-    bound = numpy_winograd_conv2d(x, u, bias, tile_size, padding, winograd_relu, activation,
-                                      absolute=True)
-    y = run_op(x, u, bias, tile_size, padding, winograd_relu, activation, isa)
+            f"{padding} wrelu={winograd_relu} bias={use_bias} act={activation} isa={isa} "
+            f"pool={max_pool_2x2}")
+    # Max pooling moves no value by more than the largest error in its window, so the pooled
+    # bound is the pooled absolute-value evaluation.
+    pool = numpy_max_pool_2x2 if max_pool_2x2 else (lambda y: y)
+    expected = pool(numpy_winograd_conv2d(x, u, bias, tile_size, padding, winograd_relu,
+                                          activation))
+    bound = pool(numpy_winograd_conv2d(x, u, bias, tile_size, padding, winograd_relu, activation,
+                                       absolute=True))
+    y = run_op(x, u, bias, tile_size, padding, winograd_relu, activation, isa, max_pool_2x2)
     assert_close(y, expected, bound, RTOL, "op " + what)
     # The package's pure-TF reference implementation, from the dense kernel.
     y_ref = ops.sparse_winograd_conv2d(x, u, bias, tile_size=tile_size, padding=padding,
                                        winograd_relu=winograd_relu, activation=activation,
+                                       max_pool_2x2=max_pool_2x2,
                                        implementation="reference").numpy()
     assert_close(y_ref, expected, bound, RTOL, "reference " + what)
 
@@ -310,36 +326,6 @@ def test_pack_kernel_in_tf_function_and_rejects_bad_shapes():
 
 
 # ------------------------------------------------------- fused 2 x 2 max pool (max_pool_2x2)
-def numpy_max_pool_2x2(y):
-    """2 x 2 max pool with stride 2, VALID (odd last rows and columns dropped), in numpy."""
-    n, h, w, f = y.shape
-    y = y[:, :h // 2 * 2, :w // 2 * 2, :].reshape(n, h // 2, 2, w // 2, 2, f)
-    return y.max(axis=(2, 4))
-
-
-def check_pooled_case(seed, h, w, tile_size, padding, cin=5, cout=19, batch=2, density=0.4,
-                      use_bias=True, activation="relu", winograd_relu=False, isa=None):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, h, w, cin)).astype(np.float32)
-    u = random_winograd_kernel(rng, tile_size, cin, cout, density)
-    bias = rng.standard_normal(cout).astype(np.float32) if use_bias else None
-    if isa is not None:
-        os.environ["TFSW_ISA"] = isa
-    kwargs = dict(tile_size=tile_size, padding=padding, winograd_relu=winograd_relu,
-                  activation=activation, max_pool_2x2=True)
-    y = ops.sparse_winograd_conv2d(x, ops.pack_kernel(u), bias, debug_fill_nan=True,
-                                   **kwargs).numpy()
-    full = numpy_winograd_conv2d(x, u, bias, tile_size, padding, winograd_relu, activation)
-    expected = numpy_max_pool_2x2(full)
-    # Max pooling moves no value by more than the largest error in its window.
-    bound = numpy_max_pool_2x2(numpy_winograd_conv2d(x, u, bias, tile_size, padding,
-                                                     winograd_relu, activation, absolute=True))
-    what = f"seed={seed} hw={h}x{w} m={tile_size} {padding} act={activation} isa={isa}"
-    assert_close(y, expected, bound, RTOL, "pooled op " + what)
-    y_ref = ops.sparse_winograd_conv2d(x, u, bias, implementation="reference", **kwargs).numpy()
-    assert_close(y_ref, expected, bound, RTOL, "pooled reference " + what)
-
-
 POOL_GRID = [(h, w, m, padding)
              for h, w, m, padding in itertools.product([1, 2, 3, 4, 7, 13], [2, 5, 8, 9], [2, 4, 6],
                                                        ["SAME", "VALID"])
@@ -349,8 +335,9 @@ POOL_GRID = [(h, w, m, padding)
 @pytest.mark.parametrize("h,w,tile_size,padding", POOL_GRID)
 def test_fused_max_pool_matches_pooling_the_convolution(h, w, tile_size, padding):
     seed = 7000 + h * 100 + w * 10 + tile_size + (padding == "SAME")
-    check_pooled_case(seed, h, w, tile_size, padding, activation=None if h % 2 else "relu",
-                      use_bias=w != 5, winograd_relu=h == 7)
+    check_case(seed, h, w, tile_size, 5, 19, 2, 0.4, padding, winograd_relu=h == 7,
+               use_bias=w != 5, activation=None if h % 2 else "relu", isa=None,
+               max_pool_2x2=True)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -358,8 +345,8 @@ def test_fused_max_pool_matches_pooling_the_convolution(h, w, tile_size, padding
 def test_fused_max_pool_on_every_isa_with_many_tiles_and_channels(isa, tile_size):
     # 3 x 17 x 17 images: 243 (tile 2) or 75 (tile 4) tiles, several tile blocks with a partial
     # last one; 130 channels and 33 filters leave partial vectors on both sides.
-    check_pooled_case(11 + tile_size, 17, 17, tile_size, "SAME", cin=130, cout=33, batch=3,
-                      isa=isa)
+    check_case(11 + tile_size, 17, 17, tile_size, 130, 33, 3, 0.4, "SAME", winograd_relu=False,
+               use_bias=True, activation="relu", isa=isa, max_pool_2x2=True)
 
 
 @pytest.mark.parametrize("isa", ISAS)
