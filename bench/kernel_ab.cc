@@ -10,7 +10,8 @@
 // STAGES is the TFSW_STAGE_MASK value (7: everything; 1 input transform, 2 products, 4 output).
 // Environment: LAYER=i runs one layer: 0-4 the five VGG-nagadomi shapes of bench/op_speed.py (the
 // default runs those), 5 the first VGG-nagadomi convolution (3 -> 64 channels). BLOCK=4 prunes
-// the random kernel in blocks of 4 filters (rows that share column lists). COLD=1 evicts the
+// the random kernel in blocks of 4 filters (rows that share column lists). NARROW=0 gives the
+// kernels 32-bit column indices only (by default they also get the 16-bit copy the op makes). COLD=1 evicts the
 // caches before every timed run (otherwise the warm-up run leaves the data in L2/L3, where a
 // network's fresh activations would not be). The kernels' own knobs apply to both builds.
 #include <time.h>
@@ -102,6 +103,7 @@ int main(int argc, char** argv) {
   const char* only = std::getenv("LAYER");
   const bool cold = tfsw::EnvInt("COLD", 0) != 0;
   const int block = static_cast<int>(tfsw::EnvInt("BLOCK", 1));
+  const bool narrow = tfsw::EnvInt("NARROW", 1) != 0;
   const IsaKernel kernels[2] = {tfsw::KernelA(), tfsw::KernelB()};
   const int layers[6][3] = {{32, 64, 64}, {16, 64, 128}, {16, 128, 128}, {8, 128, 256},
                             {8, 256, 256}, {32, 3, 64}};
@@ -117,6 +119,7 @@ int main(int argc, char** argv) {
     const Csr k = RandomKernel(rng, int64_t{a} * a, filters, channels, density, block);
     const int64_t rows = int64_t{a} * a * filters;
     std::vector<uint8_t> row_kind(rows);
+    const std::vector<uint16_t> col_idx16(k.col_idx.begin(), k.col_idx.end());
     const int64_t out_size = int64_t{batch} * hw * hw * filters;
     float* outputs[2] = {AlignedFloats(out_size), AlignedFloats(out_size)};
     double best[2] = {1e30, 1e30};
@@ -143,6 +146,7 @@ int main(int argc, char** argv) {
         p.col_idx = k.col_idx.data();
         p.values = k.values.data();
         p.row_kind = row_kind.data();
+        if (narrow) p.col_idx16 = col_idx16.data();
         tfsw::PlanWork(kernel.vector_width, 1, &p);
         const int64_t units = p.num_blocks * p.filter_groups;
         float* scratch = AlignedFloats(kernel.scratch_floats(p));

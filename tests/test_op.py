@@ -677,6 +677,89 @@ def test_filter_groups_with_one_column_list_and_lookalike_groups(isa, tile_vecto
     assert_close(y, expected, bound, RTOL, f"{isa} tile_vectors={tile_vectors}")
 
 
+# -------------------------------------------------------- kernels checked once per op node
+def _expected(x, u, tile_size=2):
+    return numpy_winograd_conv2d(x, u, None, tile_size, "SAME", False, None)
+
+
+def _bound(x, u, tile_size=2):
+    return numpy_winograd_conv2d(x, u, None, tile_size, "SAME", False, None, absolute=True)
+
+
+def test_checked_kernel_follows_a_variable_assigned_new_indices():
+    # The op keeps the checked indices of a kernel per node, keyed by the index tensors'
+    # buffers. A variable assigned new indices of the same size must be seen, and checked.
+    rng = np.random.default_rng(20)
+    x = rng.standard_normal((2, 6, 6, 8)).astype(np.float32)
+    first, second = ops.pack_kernel(random_winograd_kernel(rng, 2, 8, 5, 0.5)), None
+    while second is None or second.col_idx.shape != first.col_idx.shape:
+        second = ops.pack_kernel(random_winograd_kernel(rng, 2, 8, 5, 0.5))
+    fields = [tf.Variable(t) for t in first]
+    conv = tf.function(lambda x: ops.sparse_winograd_conv2d(
+        x, ops.PackedKernel(*(v.read_value() for v in fields)), debug_fill_nan=True))
+
+    def update(variable, new_value):
+        # assign_add updates the variable's buffer in place unless a reader still holds it.
+        variable.assign_add(tf.convert_to_tensor(new_value) - variable.read_value())
+
+    for packed in (first, second, first):
+        for v, t in zip(fields, packed):
+            update(v, t)
+        u = ops.unpack_kernel(packed).numpy()
+        for _ in range(2):  # the second call finds the kernel checked
+            assert_close(conv(x), _expected(x, u), _bound(x, u), RTOL)
+    update(fields[2], tf.tensor_scatter_nd_update(first.col_idx, [[3]], [8]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=r"col_idx\[3\]=8"):
+        conv(x)
+    update(fields[1], tf.tensor_scatter_nd_update(first.row_ptr, [[4]], [-1]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="non-decreasing"):
+        conv(x)
+
+
+def _kernel_with_three_per_row(rng, tile_size, channels, filters):
+    """A kernel with 3 nonzeros per row at random channels: every such kernel of one shape packs
+    to the same row_ptr and col_idx sizes, with different columns."""
+    a = tile_size + 2
+    u = np.zeros((a, a, channels, filters), np.float32)
+    for i, j, f in itertools.product(range(a), range(a), range(filters)):
+        u[i, j, rng.choice(channels, 3, replace=False), f] = rng.standard_normal(3)
+    return u
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_checked_kernels_of_many_eager_kernels_of_one_shape(isa):
+    # Eager calls with the same attributes share one op kernel, whose cache holds a few checked
+    # kernels: more kernels than that, alternating, and kernels made, used and dropped one after
+    # the other (a freed buffer's address is soon reused) must each give their own result.
+    os.environ["TFSW_ISA"] = isa
+    rng = np.random.default_rng(21)
+    x = rng.standard_normal((1, 5, 7, 6)).astype(np.float32)
+    kernels = [_kernel_with_three_per_row(rng, 2, 6, 4) for _ in range(6)]
+    packed = [ops.pack_kernel(u) for u in kernels]
+    for _ in range(2):
+        for u, p in zip(kernels, packed):
+            y = ops.sparse_winograd_conv2d(x, p, debug_fill_nan=True)
+            assert_close(y, _expected(x, u), _bound(x, u), RTOL)
+    for _ in range(6):
+        u = _kernel_with_three_per_row(rng, 2, 6, 4)
+        y = ops.sparse_winograd_conv2d(x, ops.pack_kernel(u), debug_fill_nan=True)
+        assert_close(y, _expected(x, u), _bound(x, u), RTOL)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_more_than_65536_input_channels_use_32_bit_column_indices(isa):
+    # Up to 65536 channels the kernel reads 16-bit copies of the column indices; above, 32-bit.
+    os.environ["TFSW_ISA"] = isa
+    rng = np.random.default_rng(22)
+    channels = 65536 + 37
+    x = rng.standard_normal((1, 3, 3, channels)).astype(np.float32)
+    u = np.zeros((4, 4, channels, 2), np.float32)
+    for c in (0, 5, 65535, 65536, channels - 1):  # 65536 and above wrap around in 16 bits
+        u[:, :, c, :] = rng.standard_normal((4, 4, 2))
+    y = ops.sparse_winograd_conv2d(x, ops.pack_kernel(u), debug_fill_nan=True)
+    assert_close(y, _expected(x, u), _bound(x, u), RTOL)
+
+
 # ------------------------------------------------------------------------------ loader
 def test_loader_names_the_fix_when_missing_or_stale(tmp_path, monkeypatch):
     monkeypatch.setattr(loader, "_LIBRARY", None)

@@ -35,6 +35,7 @@ SOURCES = {
     "ops/sparse_winograd_conv2d_op.cc": [],
     "kernels/sparse_winograd_conv2d_op.cc": [],
     "kernels/work_plan.cc": [],
+    "kernels/checked_kernel.cc": [],
     "kernels/sparse_winograd_conv2d_generic.cc": [],
     "kernels/sparse_winograd_conv2d_avx2.cc": ["-mavx2", "-mfma"],
     "kernels/sparse_winograd_conv2d_avx512.cc": ["-mavx512f", "-mavx2", "-mfma",

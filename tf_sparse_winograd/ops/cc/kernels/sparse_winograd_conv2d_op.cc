@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "checked_kernel.h"
 #include "sparse_winograd_conv2d.h"
 #include "work_plan.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -184,28 +185,11 @@ class SparseWinogradConv2DOp : public OpKernel {
                 InvalidArgument("bias must have 0 or filters = ", filters,
                                 " elements. Received: bias.shape=", bias.shape().DebugString()));
     const IsaKernel& kernel = SelectKernel();
-    const int32_t* rp = row_ptr.flat<int32_t>().data();
-    OP_REQUIRES(ctx, rp[0] == 0, InvalidArgument("row_ptr[0] must be 0. Received: row_ptr[0]=",
-                                                 rp[0]));
-    // A vectorised scan first; the slow search for the message only on error.
-    const bool decreasing = !kernel.non_decreasing(rp, num_rows + 1);
-    for (int64_t r = 0; decreasing && r < num_rows; ++r) {
-      OP_REQUIRES(ctx, rp[r + 1] >= rp[r],
-                  InvalidArgument("row_ptr must be non-decreasing. Received: row_ptr[", r, "]=",
-                                  rp[r], " > row_ptr[", r + 1, "]=", rp[r + 1]));
-    }
-    OP_REQUIRES(ctx, rp[num_rows] == nnz,
-                InvalidArgument("row_ptr[-1] must equal the number of nonzeros ", nnz,
-                                ". Received: row_ptr[-1]=", rp[num_rows]));
-    const int32_t* ci = col_idx.flat<int32_t>().data();
-    // channels <= INT32_MAX: it was read from an int32 tensor.
-    std::vector<uint8_t> row_kind(num_rows);
-    const bool out_of_range = !kernel.scan_columns(rp, num_rows, filters, ci,
-                                                   static_cast<int32_t>(channels), row_kind.data());
-    for (int64_t k = 0; out_of_range && k < nnz; ++k) {
-      OP_REQUIRES(ctx, ci[k] >= 0 && ci[k] < channels,
-                  InvalidArgument("col_idx must be in [0, in_channels = ", channels,
-                                  "). Received: col_idx[", k, "]=", ci[k]));
+    std::shared_ptr<const CheckedKernel> checked =
+        checked_kernels_.Find(row_ptr, col_idx, channels, filters);
+    if (checked == nullptr) {
+      OP_REQUIRES_OK(ctx, CheckKernel(kernel, row_ptr, col_idx, channels, filters, &checked));
+      checked_kernels_.Insert(row_ptr, col_idx, channels, filters, checked);
     }
 
     const int64_t batch = input.dim_size(0), in_h = input.dim_size(1), in_w = input.dim_size(2);
@@ -238,10 +222,11 @@ class SparseWinogradConv2DOp : public OpKernel {
     p.filters = filters;
     p.pad_top = p.pad_left = same_ ? 1 : 0;
     p.tile_size = static_cast<int>(tile_size_);
-    p.row_ptr = rp;
-    p.col_idx = ci;
+    p.row_ptr = checked->row_ptr.data();
+    p.col_idx = checked->col_idx.empty() ? nullptr : checked->col_idx.data();
+    p.col_idx16 = checked->col_idx16.empty() ? nullptr : checked->col_idx16.data();
     p.values = values.flat<float>().data();
-    p.row_kind = row_kind.data();
+    p.row_kind = checked->row_kind.data();
     p.bias = bias.NumElements() == 0 ? nullptr : bias.flat<float>().data();
     p.winograd_relu = winograd_relu_;
     p.relu = relu_;
@@ -272,6 +257,7 @@ class SparseWinogradConv2DOp : public OpKernel {
   bool winograd_relu_ = false;
   bool max_pool_ = false;
   bool debug_fill_nan_ = false;
+  CheckedKernelCache checked_kernels_;
 };
 
 }  // namespace
