@@ -83,6 +83,8 @@ kernel_shape: [a, in_channels, filters].
 row_ptr: a^2 * filters + 1 offsets into col_idx / values; starts at 0, non-decreasing, ends at nnz.
 col_idx: nnz input-channel indices in [0, in_channels).
 values: nnz weights.
+  A node checks row_ptr and col_idx the first time it sees their tensors and keeps checked
+  copies (referencing the tensors, so that their buffers stay unchanged) for later calls.
 bias: [filters] or [0] (no bias).
 output: NHWC; SAME: H x W, VALID: (H - 2) x (W - 2); with max_pool_2x2 half of that, rounded down.
 winograd_relu: ReLU on the transformed input tiles V = B^T d B before the products.
