@@ -32,13 +32,11 @@ struct CheckedKernel {
   std::vector<uint16_t> col_idx16;   // when in_channels <= 65536 (else empty)
   std::vector<int32_t> col_idx;      // when in_channels > 65536 (else empty)
   std::vector<uint8_t> row_kind;     // kRow* bits per row (see ScanColumnsFn)
-
-  int64_t nnz() const { return row_ptr.back(); }
 };
 
-// Checks the CSR arrays of a kernel with `num_rows` = a^2 * filters rows and `channels` input
-// channels (row_ptr of num_rows + 1 int32, col_idx int32; their ranks were checked) and returns
-// the checked copies, or InvalidArgument naming the first bad element.
+// Checks the CSR arrays of a kernel of a^2 * filters rows and `channels` input channels
+// (row_ptr: a^2 * filters + 1 int32, col_idx: int32; their shapes were checked) and returns the
+// checked copies, or InvalidArgument naming the first bad element.
 absl::Status CheckKernel(const IsaKernel& kernel, const tensorflow::Tensor& row_ptr,
                          const tensorflow::Tensor& col_idx, int64_t channels, int64_t filters,
                          std::shared_ptr<const CheckedKernel>* checked);
