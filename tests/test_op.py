@@ -5,6 +5,7 @@ shows up as NaN. The grid is sampled: a full grid on tiny images (tile remainder
 pairwise-covering sample of the large grid (sizes, channels, batch, density, options, ISA).
 """
 
+import concurrent.futures
 import itertools
 import os
 import random
@@ -744,6 +745,29 @@ def test_checked_kernels_of_many_eager_kernels_of_one_shape(isa):
         u = _kernel_with_three_per_row(rng, 2, 6, 4)
         y = ops.sparse_winograd_conv2d(x, ops.pack_kernel(u), debug_fill_nan=True)
         assert_close(y, _expected(x, u), _bound(x, u), RTOL)
+
+
+def test_checked_kernels_under_concurrent_calls_of_one_node():
+    # One graph node (the packed kernel is an argument of the function) called from several
+    # threads at once with more kernels than its cache holds: every call gets its own result.
+    rng = np.random.default_rng(23)
+    x = rng.standard_normal((2, 6, 6, 6)).astype(np.float32)
+    kernels = [_kernel_with_three_per_row(rng, 2, 6, 4) for _ in range(7)]
+    packed = [ops.pack_kernel(u) for u in kernels]
+    expected = [_expected(x, u) for u in kernels]
+    bounds = [_bound(x, u) for u in kernels]
+    conv = tf.function(lambda x, *packed: ops.sparse_winograd_conv2d(
+        x, ops.PackedKernel(*packed), debug_fill_nan=True))
+
+    def worker(start):
+        for i in range(start, start + 3 * len(kernels)):
+            k = i % len(kernels)
+            assert_close(conv(x, *packed[k]), expected[k], bounds[k], RTOL, f"kernel {k}")
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for future in [pool.submit(worker, start) for start in range(4)]:
+            future.result()
+    assert conv.experimental_get_tracing_count() == 1  # one graph, one node, one op kernel
 
 
 @pytest.mark.parametrize("isa", ISAS)
