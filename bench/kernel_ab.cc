@@ -11,9 +11,10 @@
 // Environment: LAYER=i runs one layer: 0-4 the five VGG-nagadomi shapes of bench/op_speed.py (the
 // default runs those), 5 the first VGG-nagadomi convolution (3 -> 64 channels). BLOCK=4 prunes
 // the random kernel in blocks of 4 filters (rows that share column lists). NARROW=0 gives the
-// kernels 32-bit column indices only (by default they also get the 16-bit copy the op makes). COLD=1 evicts the
-// caches before every timed run (otherwise the warm-up run leaves the data in L2/L3, where a
-// network's fresh activations would not be). The kernels' own knobs apply to both builds.
+// kernels 32-bit column indices only (by default they also get the 16-bit copy the op makes).
+// COLD=1 evicts the caches before every timed run (otherwise the warm-up run leaves the data in
+// L2/L3, where a network's fresh activations would not be). The kernels' own knobs apply to
+// both builds.
 #include <time.h>
 
 #include <algorithm>
