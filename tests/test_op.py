@@ -81,6 +81,12 @@ def numpy_max_pool_2x2(y):
     return y.max(axis=(2, 4))
 
 
+def same_conv_reference(x, u, tile_size=2):
+    """The float64 SAME convolution without bias or activations, and its absolute-value bound."""
+    return (numpy_winograd_conv2d(x, u, None, tile_size, "SAME", False, None),
+            numpy_winograd_conv2d(x, u, None, tile_size, "SAME", False, None, absolute=True))
+
+
 def assert_close(actual, expected, bound, rtol, what=""):
     """|actual - expected| <= rtol * bound elementwise (bound: the absolute-value evaluation)."""
     actual = np.asarray(actual, np.float64)
@@ -255,8 +261,7 @@ def test_tolerance_is_not_vacuous():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 6, 6, 4)).astype(np.float32)
     u = random_winograd_kernel(rng, 2, 4, 3, 1.0)
-    expected = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None)
-    bound = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None, absolute=True)
+    expected, bound = same_conv_reference(x, u)
     y = run_op(x, u, None, 2, "SAME", False, None)
     assert_close(y, expected, bound, RTOL)
     y[0, 5, 5, 2] += 20 * RTOL * bound[0, 5, 5, 2]
@@ -547,8 +552,7 @@ def test_tile_block_and_filter_block_knobs():
     rng = np.random.default_rng(9)
     x = rng.standard_normal((2, 17, 19, 33)).astype(np.float32)
     u = random_winograd_kernel(rng, 2, 33, 150, 0.4)
-    expected = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None)
-    bound = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None, absolute=True)
+    expected, bound = same_conv_reference(x, u)
     saved = {k: os.environ.get(k) for k in ("TFSW_TILE_VECTORS", "TFSW_FILTER_BLOCK")}
     try:
         for nv, fb in [(1, 16), (2, 48), (4, 200), (4, 16)]:
@@ -629,8 +633,7 @@ def test_complete_rows_use_the_dense_kernel_and_lookalike_rows_do_not(isa, tile_
     channels, filters = 19, 29  # 29 filters: groups of 4 and of 8 with leftovers
     x = rng.standard_normal((3, 9, 10, channels)).astype(np.float32)
     packed, u = _mixed_rows_kernel(rng, 4, channels, filters)
-    expected = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None)
-    bound = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None, absolute=True)
+    expected, bound = same_conv_reference(x, u)
     y = _conv_with_kernel_knobs(x, packed, isa, tile_vectors)
     assert_close(y, expected, bound, RTOL, f"{isa} tile_vectors={tile_vectors}")
 
@@ -672,21 +675,12 @@ def test_filter_groups_with_one_column_list_and_lookalike_groups(isa, tile_vecto
     channels, filters = 21, 30
     x = rng.standard_normal((3, 9, 10, channels)).astype(np.float32)
     packed, u = _grouped_rows_kernel(rng, 4, channels, filters)
-    expected = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None)
-    bound = numpy_winograd_conv2d(x, u, None, 2, "SAME", False, None, absolute=True)
+    expected, bound = same_conv_reference(x, u)
     y = _conv_with_kernel_knobs(x, packed, isa, tile_vectors)
     assert_close(y, expected, bound, RTOL, f"{isa} tile_vectors={tile_vectors}")
 
 
 # -------------------------------------------------------- kernels checked once per op node
-def _expected(x, u, tile_size=2):
-    return numpy_winograd_conv2d(x, u, None, tile_size, "SAME", False, None)
-
-
-def _bound(x, u, tile_size=2):
-    return numpy_winograd_conv2d(x, u, None, tile_size, "SAME", False, None, absolute=True)
-
-
 def test_checked_kernel_follows_a_variable_assigned_new_indices():
     # The op keeps the checked indices of a kernel per node, keyed by the index tensors'
     # buffers. A variable assigned new indices of the same size must be seen, and checked.
@@ -708,7 +702,7 @@ def test_checked_kernel_follows_a_variable_assigned_new_indices():
             update(v, t)
         u = ops.unpack_kernel(packed).numpy()
         for _ in range(2):  # the second call finds the kernel checked
-            assert_close(conv(x), _expected(x, u), _bound(x, u), RTOL)
+            assert_close(conv(x), *same_conv_reference(x, u), RTOL)
     update(fields[2], tf.tensor_scatter_nd_update(first.col_idx, [[3]], [8]))
     with pytest.raises(tf.errors.InvalidArgumentError, match=r"col_idx\[3\]=8"):
         conv(x)
@@ -717,14 +711,10 @@ def test_checked_kernel_follows_a_variable_assigned_new_indices():
         conv(x)
 
 
-def _kernel_with_three_per_row(rng, tile_size, channels, filters):
-    """A kernel with 3 nonzeros per row at random channels: every such kernel of one shape packs
-    to the same row_ptr and col_idx sizes, with different columns."""
-    a = tile_size + 2
-    u = np.zeros((a, a, channels, filters), np.float32)
-    for i, j, f in itertools.product(range(a), range(a), range(filters)):
-        u[i, j, rng.choice(channels, 3, replace=False), f] = rng.standard_normal(3)
-    return u
+def _kernel_with_three_per_row(rng):
+    """A (PackedKernel, dense kernel) pair, tile 2, 6 channels, 4 filters, with 3 nonzeros per
+    row at random channels: every such kernel packs to the same sizes, with other columns."""
+    return _kernel_of_rows(rng, 4, 6, 4, lambda p, f: np.sort(rng.choice(6, 3, replace=False)))
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -735,16 +725,15 @@ def test_checked_kernels_of_many_eager_kernels_of_one_shape(isa):
     os.environ["TFSW_ISA"] = isa
     rng = np.random.default_rng(21)
     x = rng.standard_normal((1, 5, 7, 6)).astype(np.float32)
-    kernels = [_kernel_with_three_per_row(rng, 2, 6, 4) for _ in range(6)]
-    packed = [ops.pack_kernel(u) for u in kernels]
+    kernels = [_kernel_with_three_per_row(rng) for _ in range(6)]
     for _ in range(2):
-        for u, p in zip(kernels, packed):
-            y = ops.sparse_winograd_conv2d(x, p, debug_fill_nan=True)
-            assert_close(y, _expected(x, u), _bound(x, u), RTOL)
+        for packed, u in kernels:
+            y = ops.sparse_winograd_conv2d(x, packed, debug_fill_nan=True)
+            assert_close(y, *same_conv_reference(x, u), RTOL)
     for _ in range(6):
-        u = _kernel_with_three_per_row(rng, 2, 6, 4)
-        y = ops.sparse_winograd_conv2d(x, ops.pack_kernel(u), debug_fill_nan=True)
-        assert_close(y, _expected(x, u), _bound(x, u), RTOL)
+        packed, u = _kernel_with_three_per_row(rng)
+        y = ops.sparse_winograd_conv2d(x, packed, debug_fill_nan=True)
+        assert_close(y, *same_conv_reference(x, u), RTOL)
 
 
 def test_checked_kernels_under_concurrent_calls_of_one_node():
@@ -752,17 +741,15 @@ def test_checked_kernels_under_concurrent_calls_of_one_node():
     # threads at once with more kernels than its cache holds: every call gets its own result.
     rng = np.random.default_rng(23)
     x = rng.standard_normal((2, 6, 6, 6)).astype(np.float32)
-    kernels = [_kernel_with_three_per_row(rng, 2, 6, 4) for _ in range(7)]
-    packed = [ops.pack_kernel(u) for u in kernels]
-    expected = [_expected(x, u) for u in kernels]
-    bounds = [_bound(x, u) for u in kernels]
+    kernels = [_kernel_with_three_per_row(rng) for _ in range(7)]
+    references = [same_conv_reference(x, u) for _, u in kernels]
     conv = tf.function(lambda x, *packed: ops.sparse_winograd_conv2d(
         x, ops.PackedKernel(*packed), debug_fill_nan=True))
 
     def worker(start):
         for i in range(start, start + 3 * len(kernels)):
             k = i % len(kernels)
-            assert_close(conv(x, *packed[k]), expected[k], bounds[k], RTOL, f"kernel {k}")
+            assert_close(conv(x, *kernels[k][0]), *references[k], RTOL, f"kernel {k}")
 
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         for future in [pool.submit(worker, start) for start in range(4)]:
@@ -781,7 +768,7 @@ def test_more_than_65536_input_channels_use_32_bit_column_indices(isa):
     for c in (0, 5, 65535, 65536, channels - 1):  # 65536 and above wrap around in 16 bits
         u[:, :, c, :] = rng.standard_normal((4, 4, 2))
     y = ops.sparse_winograd_conv2d(x, ops.pack_kernel(u), debug_fill_nan=True)
-    assert_close(y, _expected(x, u), _bound(x, u), RTOL)
+    assert_close(y, *same_conv_reference(x, u), RTOL)
 
 
 # ------------------------------------------------------------------------------ loader
