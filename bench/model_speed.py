@@ -9,7 +9,7 @@ In one run, on random 32x32x3 images:
   * the sparse models: VGG-nagadomi with Winograd-domain kernels, pruned by magnitude to each
     density with `pruning.prune_to_density` (Winograd and FC kernels; the first convolution left
     dense, as in the paper), converted with `to_sparse` (batch norm and ReLU folded into the
-    sparse op; the pruned FC layers stored as nonzeros, run dense) and exported with
+    sparse op; the pruned FC layers as `SparseDense` on the sparse FC op) and exported with
     `export_saved_model`, then reloaded and run through their `serving_default` signature.
 
 All variants are timed interleaved, round after round, so that the load of a shared machine hits

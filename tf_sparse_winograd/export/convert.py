@@ -139,7 +139,8 @@ def to_sparse(model, fold_batch_norm=True, fuse_relu=True, fuse_max_pool=True,
         the pooled output. The clone's output is the same (max pooling commutes with the bias
         and the ReLU the op adds after it).
       sparse_dense_max_density: a Dense layer whose kernel has at most this fraction of nonzeros
-        becomes a `SparseDense` (stored as its nonzeros, run dense); None keeps every Dense.
+        becomes a `SparseDense` (stored as its nonzeros, run on the sparse op); None keeps
+        every Dense.
 
     Returns:
       A new model of the same kind; the WinogradConv2D layers are SparseWinogradConv2D layers

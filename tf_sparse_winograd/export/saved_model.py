@@ -98,15 +98,8 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
     # the endpoint captured, which doubles the size of the SavedModel.)
     module = tf.Module(name=model.name)
     module.model_variables = [getattr(v, "value", v) for v in model.variables]
-    sparse_dense = [layer for layer in _layers(model) if isinstance(layer, SparseDense)]
-    # Pruned Dense layers: the serving graph reads a dense kernel rebuilt at load time.
-    module.dense_kernel_caches = [layer.attach_dense_kernel_cache() for layer in sparse_dense]
-    try:
-        module.serve = serve
-        tf.saved_model.save(module, path, signatures={SIGNATURE_KEY: serve})
-    finally:
-        for layer in sparse_dense:
-            layer.detach_dense_kernel_cache()
+    module.serve = serve
+    tf.saved_model.save(module, path, signatures={SIGNATURE_KEY: serve})
     if any(isinstance(layer, SparseWinogradConv2D) for layer in _layers(model)):
         op_name = sparse_op_name()
         if op_name not in graph_op_types(path):

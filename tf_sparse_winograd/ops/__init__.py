@@ -1,7 +1,9 @@
-"""The SparseWinograd>Conv2D custom op: packing, the Python wrapper and the lazy loader."""
+"""The custom ops (SparseWinograd>Conv2D, SparseWinograd>SparseDense): packing, the Python
+wrappers and the lazy loader."""
 
 from tf_sparse_winograd.ops.conv import reference_conv2d
 from tf_sparse_winograd.ops.conv import sparse_winograd_conv2d
+from tf_sparse_winograd.ops.dense import sparse_dense_matmul
 from tf_sparse_winograd.ops.loader import OpLibraryError
 from tf_sparse_winograd.ops.loader import load_op_library
 from tf_sparse_winograd.ops.packing import PackedKernel
@@ -9,4 +11,4 @@ from tf_sparse_winograd.ops.packing import pack_kernel
 from tf_sparse_winograd.ops.packing import unpack_kernel
 
 __all__ = ["PackedKernel", "pack_kernel", "unpack_kernel", "sparse_winograd_conv2d",
-           "reference_conv2d", "load_op_library", "OpLibraryError"]
+           "reference_conv2d", "sparse_dense_matmul", "load_op_library", "OpLibraryError"]

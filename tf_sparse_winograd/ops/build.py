@@ -33,7 +33,10 @@ VERSION_MARKER = b"tfsw-built-for-tensorflow="
 # the library (and TensorFlow's headers) never see -mavx2 / -mavx512f.
 SOURCES = {
     "ops/sparse_winograd_conv2d_op.cc": [],
+    "ops/sparse_dense_op.cc": [],
     "kernels/sparse_winograd_conv2d_op.cc": [],
+    "kernels/sparse_dense_op.cc": [],
+    "kernels/op_runtime.cc": [],
     "kernels/work_plan.cc": [],
     "kernels/checked_kernel.cc": [],
     "kernels/sparse_winograd_conv2d_generic.cc": [],

@@ -1,19 +1,20 @@
 #include "checked_kernel.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
+#include <vector>
 
 namespace tfsw {
 
 using ::tensorflow::Tensor;
 using ::tensorflow::errors::InvalidArgument;
 
-absl::Status CheckKernel(const IsaKernel& kernel, const Tensor& row_ptr, const Tensor& col_idx,
-                         int64_t channels, int64_t filters,
-                         std::shared_ptr<const CheckedKernel>* checked) {
-  const int64_t num_rows = row_ptr.NumElements() - 1;
-  const int64_t nnz = col_idx.NumElements();
-  const int32_t* rp = row_ptr.flat<int32_t>().data();
+namespace {
+
+// row_ptr (num_rows + 1 values) starts at 0, never decreases and ends at nnz.
+absl::Status CheckRowPointers(const IsaKernel& kernel, const int32_t* rp, int64_t num_rows,
+                              int64_t nnz) {
   if (rp[0] != 0) return InvalidArgument("row_ptr[0] must be 0. Received: row_ptr[0]=", rp[0]);
   // A vectorised scan first; the slow search for the message only on error.
   if (!kernel.non_decreasing(rp, num_rows + 1)) {
@@ -28,6 +29,18 @@ absl::Status CheckKernel(const IsaKernel& kernel, const Tensor& row_ptr, const T
     return InvalidArgument("row_ptr[-1] must equal the number of nonzeros ", nnz,
                            ". Received: row_ptr[-1]=", rp[num_rows]);
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckKernel(const IsaKernel& kernel, const Tensor& row_ptr, const Tensor& col_idx,
+                         int64_t channels, int64_t filters,
+                         std::shared_ptr<const CheckedKernel>* checked) {
+  const int64_t num_rows = row_ptr.NumElements() - 1;
+  const int64_t nnz = col_idx.NumElements();
+  const int32_t* rp = row_ptr.flat<int32_t>().data();
+  TF_RETURN_IF_ERROR(CheckRowPointers(kernel, rp, num_rows, nnz));
   auto result = std::make_shared<CheckedKernel>();
   result->row_ptr.assign(rp, rp + num_rows + 1);
   result->row_kind.resize(num_rows);
@@ -52,35 +65,59 @@ absl::Status CheckKernel(const IsaKernel& kernel, const Tensor& row_ptr, const T
   return absl::OkStatus();
 }
 
-bool CheckedKernelCache::Entry::Matches(const Tensor& r, const Tensor& c, int64_t ch,
-                                        int64_t f) const {
-  return r.data() == row_ptr.data() && r.NumElements() == row_ptr.NumElements() &&
-         c.data() == col_idx.data() && c.NumElements() == col_idx.NumElements() &&
-         ch == channels && f == filters;
-}
-
-std::shared_ptr<const CheckedKernel> CheckedKernelCache::Find(const Tensor& row_ptr,
-                                                              const Tensor& col_idx,
-                                                              int64_t channels,
-                                                              int64_t filters) {
-  absl::MutexLock lock(&mu_);
-  for (size_t i = entries_.size(); i-- > 0;) {
-    if (entries_[i].Matches(row_ptr, col_idx, channels, filters)) {
-      std::rotate(entries_.begin() + i, entries_.begin() + i + 1, entries_.end());
-      return entries_.back().checked;
+absl::Status CheckDenseKernel(const IsaKernel& kernel, const Tensor& row_ptr,
+                              const Tensor& col_idx, const Tensor& values, int64_t units,
+                              std::shared_ptr<const CheckedDenseKernel>* checked) {
+  const int64_t in_features = row_ptr.NumElements() - 1;
+  const int64_t nnz = col_idx.NumElements();
+  const int32_t* rp = row_ptr.flat<int32_t>().data();
+  TF_RETURN_IF_ERROR(CheckRowPointers(kernel, rp, in_features, nnz));
+  // The columns as int64, whatever their type, and their range.
+  std::vector<int64_t> cols(nnz);
+  if (col_idx.dtype() == tensorflow::DT_INT16) {
+    const int16_t* ci = col_idx.flat<int16_t>().data();
+    for (int64_t k = 0; k < nnz; ++k) cols[k] = ci[k];
+  } else {
+    const int32_t* ci = col_idx.flat<int32_t>().data();
+    for (int64_t k = 0; k < nnz; ++k) cols[k] = ci[k];
+  }
+  for (int64_t k = 0; k < nnz; ++k) {
+    if (cols[k] < 0 || cols[k] >= units) {
+      return InvalidArgument("col_idx must be in [0, units = ", units, "). Received: col_idx[", k,
+                             "]=", cols[k]);
     }
   }
-  return nullptr;
-}
-
-void CheckedKernelCache::Insert(const Tensor& row_ptr, const Tensor& col_idx, int64_t channels,
-                                int64_t filters, std::shared_ptr<const CheckedKernel> checked) {
-  absl::MutexLock lock(&mu_);
-  for (const Entry& e : entries_) {
-    if (e.Matches(row_ptr, col_idx, channels, filters)) return;  // checked by another call
+  // Regrouped by unit group, feature block and unit (see DenseParams): a counting sort, stable, so each row lists its
+  // features in increasing order.
+  auto result = std::make_shared<CheckedDenseKernel>();
+  result->feature_blocks = (in_features + kDenseFeatureBlock - 1) / kDenseFeatureBlock;
+  const int64_t rows = DenseKernelRows(result->feature_blocks, units);
+  if (rows >= std::numeric_limits<int32_t>::max()) {
+    return InvalidArgument("The kernel is too large for the op: ceil(in_features / ",
+                           kDenseFeatureBlock, ") * units must be below 2^31. Received: ",
+                           "in_features=", in_features, ", units=", units);
   }
-  if (entries_.size() == kCapacity) entries_.erase(entries_.begin());
-  entries_.push_back(Entry{row_ptr, col_idx, channels, filters, std::move(checked)});
+  result->row_ptr.assign(rows + 1, 0);
+  auto row_of = [&result](int64_t feature, int64_t unit) {
+    return DenseKernelRow(result->feature_blocks, feature / kDenseFeatureBlock, unit);
+  };
+  for (int64_t i = 0; i < in_features; ++i) {
+    for (int64_t k = rp[i]; k < rp[i + 1]; ++k) ++result->row_ptr[row_of(i, cols[k]) + 1];
+  }
+  for (int64_t r = 0; r < rows; ++r) result->row_ptr[r + 1] += result->row_ptr[r];
+  std::vector<int32_t> next(result->row_ptr.begin(), result->row_ptr.end() - 1);
+  result->col_idx.resize(nnz);
+  result->values.resize(nnz);
+  const float* v = values.flat<float>().data();
+  for (int64_t i = 0; i < in_features; ++i) {
+    for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+      const int32_t at = next[row_of(i, cols[k])]++;
+      result->col_idx[at] = static_cast<uint8_t>(i % kDenseFeatureBlock);
+      result->values[at] = v[k];
+    }
+  }
+  *checked = std::move(result);
+  return absl::OkStatus();
 }
 
 }  // namespace tfsw

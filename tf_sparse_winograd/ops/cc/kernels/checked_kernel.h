@@ -14,8 +14,11 @@
 #ifndef TF_SPARSE_WINOGRAD_OPS_CC_KERNELS_CHECKED_KERNEL_H_
 #define TF_SPARSE_WINOGRAD_OPS_CC_KERNELS_CHECKED_KERNEL_H_
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -41,24 +44,72 @@ absl::Status CheckKernel(const IsaKernel& kernel, const tensorflow::Tensor& row_
                          const tensorflow::Tensor& col_idx, int64_t channels, int64_t filters,
                          std::shared_ptr<const CheckedKernel>* checked);
 
+// A sparse fully connected kernel regrouped for the kernel (see DenseParams): rows by unit
+// group, feature block and output unit, all indices in range, row_ptr non-decreasing from 0 to nnz. The values
+// are regrouped with the indices, so they are part of the copy.
+struct CheckedDenseKernel {
+  int64_t feature_blocks = 0;
+  std::vector<int32_t> row_ptr;  // DenseKernelRows(feature_blocks, units) + 1
+  std::vector<uint8_t> col_idx;  // place of the feature in its block
+  std::vector<float> values;
+};
+
+// Checks a kernel given as CSR rows by input feature (row_ptr: in_features + 1 int32; col_idx:
+// int16 or int32 output units; values: float; their shapes were checked) and returns it
+// regrouped, or InvalidArgument naming the first bad element.
+absl::Status CheckDenseKernel(const IsaKernel& kernel, const tensorflow::Tensor& row_ptr,
+                              const tensorflow::Tensor& col_idx, const tensorflow::Tensor& values,
+                              int64_t units, std::shared_ptr<const CheckedDenseKernel>* checked);
+
 // The last few kernels one op node checked (an op node usually sees one; an eager kernel shared
-// by several layers sees several). Thread-safe.
-class CheckedKernelCache {
+// by several layers sees several), keyed by the buffers of N input tensors and two sizes the
+// check depended on. Thread-safe.
+template <typename Checked, int N>
+class CheckedCache {
  public:
-  // The checked copy of this kernel, or nullptr.
-  std::shared_ptr<const CheckedKernel> Find(const tensorflow::Tensor& row_ptr,
-                                            const tensorflow::Tensor& col_idx, int64_t channels,
-                                            int64_t filters);
-  void Insert(const tensorflow::Tensor& row_ptr, const tensorflow::Tensor& col_idx,
-              int64_t channels, int64_t filters, std::shared_ptr<const CheckedKernel> checked);
+  using Tensors = std::array<const tensorflow::Tensor*, N>;
+  using Sizes = std::array<int64_t, 2>;
+
+  // The checked copy made from these tensors, or nullptr.
+  std::shared_ptr<const Checked> Find(const Tensors& tensors, const Sizes& sizes) {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = entries_.size(); i-- > 0;) {
+      if (entries_[i].Matches(tensors, sizes)) {
+        std::rotate(entries_.begin() + i, entries_.begin() + i + 1, entries_.end());
+        return entries_.back().checked;
+      }
+    }
+    return nullptr;
+  }
+
+  void Insert(const Tensors& tensors, const Sizes& sizes, std::shared_ptr<const Checked> checked) {
+    absl::MutexLock lock(&mu_);
+    for (const Entry& e : entries_) {
+      if (e.Matches(tensors, sizes)) return;  // checked by another call
+    }
+    if (entries_.size() == kCapacity) entries_.erase(entries_.begin());
+    Entry entry;
+    for (int i = 0; i < N; ++i) entry.tensors[i] = *tensors[i];
+    entry.sizes = sizes;
+    entry.checked = std::move(checked);
+    entries_.push_back(std::move(entry));
+  }
 
  private:
   struct Entry {
-    tensorflow::Tensor row_ptr, col_idx;  // references that keep the keys' buffers unchanged
-    int64_t channels, filters;
-    std::shared_ptr<const CheckedKernel> checked;
-    bool Matches(const tensorflow::Tensor& r, const tensorflow::Tensor& c, int64_t ch,
-                 int64_t f) const;
+    std::array<tensorflow::Tensor, N> tensors;  // references that keep the buffers unchanged
+    Sizes sizes;
+    std::shared_ptr<const Checked> checked;
+
+    bool Matches(const Tensors& other, const Sizes& other_sizes) const {
+      for (int i = 0; i < N; ++i) {
+        if (other[i]->data() != tensors[i].data() ||
+            other[i]->NumElements() != tensors[i].NumElements()) {
+          return false;
+        }
+      }
+      return other_sizes == sizes;
+    }
   };
   static constexpr size_t kCapacity = 4;
 

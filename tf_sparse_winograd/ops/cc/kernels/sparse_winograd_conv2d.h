@@ -9,6 +9,8 @@
 
 #include <cstdint>
 
+#include "sparse_dense.h"
+
 namespace tfsw {
 
 // Everything a kernel needs; all sizes and indices were validated by the OpKernel.
@@ -90,6 +92,9 @@ struct IsaKernel {
   ConvUnitsFn run_units;
   NonDecreasingFn non_decreasing;
   ScanColumnsFn scan_columns;
+  // The sparse fully connected layer of SparseWinograd>SparseDense (sparse_dense.h).
+  DenseScratchSizeFn dense_scratch_floats;
+  DenseUnitFn run_dense_unit;
 };
 
 // One per instruction set, each in its own translation unit.

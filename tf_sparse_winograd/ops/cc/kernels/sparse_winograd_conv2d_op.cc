@@ -1,16 +1,13 @@
 // OpKernel of SparseWinograd>Conv2D: checks every argument, plans the work, picks the kernel
 // for the CPU's instruction set and runs it on the intra-op thread pool.
 #include <algorithm>
-#include <atomic>
-#include <cstdlib>
-#include <cstring>
 #include <limits>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "checked_kernel.h"
+#include "op_runtime.h"
 #include "sparse_winograd_conv2d.h"
 #include "work_plan.h"
 #include "tensorflow/core/framework/op_kernel.h"
@@ -35,86 +32,6 @@ using ::tensorflow::OpKernelContext;
 using ::tensorflow::Tensor;
 using ::tensorflow::TensorShape;
 using ::tensorflow::errors::InvalidArgument;
-
-// The best kernel this CPU runs. TFSW_ISA=generic|avx2|avx512 may ask for a lower one (tests
-// use it to cover every kernel); a request the CPU cannot run falls back to the best one.
-const IsaKernel& SelectKernel() {
-  static const IsaKernel generic = GenericKernel();
-  static const IsaKernel avx2 = Avx2Kernel();
-  static const IsaKernel avx512 = Avx512Kernel();
-  static const bool has_avx2 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  static const bool has_avx512 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
-  const char* request = std::getenv("TFSW_ISA");
-  const std::string want = request == nullptr ? "" : request;
-  if (want == "generic") return generic;
-  if (want == "avx2" && has_avx2) return avx2;
-  if (has_avx512) return avx512;
-  if (has_avx2) return avx2;
-  return generic;
-}
-
-// Grow-only, 64-byte aligned scratch memory, one per thread.
-float* ThreadScratch(int64_t floats) {
-  struct Buffer {
-    float* data = nullptr;
-    int64_t size = 0;
-    ~Buffer() { std::free(data); }
-  };
-  thread_local Buffer buffer;
-  if (buffer.size < floats) {
-    std::free(buffer.data);
-    const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
-    buffer.data = static_cast<float*>(std::aligned_alloc(64, bytes));
-    buffer.size = buffer.data == nullptr ? 0 : floats;
-  }
-  return buffer.data;
-}
-
-// Work units handed out one at a time from a shared counter to the calling thread and to helper
-// threads of the pool. The caller starts at once and does every unit itself if no helper wakes
-// in time: waking a sleeping pool thread takes tens of microseconds on a virtual machine, as long
-// as a whole batch-1 layer, and a fork-join ParallelFor made every call wait for it (about 60 us
-// per call measured). The caller returns once every unit is finished; a helper that starts late
-// finds no unit left and touches nothing but this object, which it co-owns.
-struct SharedUnits {
-  SharedUnits(const IsaKernel& kernel, const ConvParams& params, int64_t scratch_floats)
-      : kernel(kernel),
-        params(params),
-        scratch_floats(scratch_floats),
-        units(params.num_blocks * params.filter_groups) {}
-
-  void Run() {
-    float* scratch = nullptr;
-    for (int64_t unit = next.fetch_add(1); unit < units; unit = next.fetch_add(1)) {
-      if (scratch == nullptr) scratch = ThreadScratch(scratch_floats);
-      if (scratch == nullptr) {
-        out_of_memory = true;
-      } else {
-        kernel.run_units(params, unit, unit + 1, scratch);
-      }
-      done.fetch_add(1, std::memory_order_release);
-    }
-  }
-
-  // Units taken by a helper are already running, so this spin is short.
-  void WaitUntilDone() const {
-    while (done.load(std::memory_order_acquire) < units) std::this_thread::yield();
-  }
-
-  const IsaKernel& kernel;
-  const ConvParams params;
-  const int64_t scratch_floats;
-  const int64_t units;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-  std::atomic<bool> out_of_memory{false};
-};
 
 class SparseWinogradConv2DOp : public OpKernel {
  public:
@@ -185,11 +102,11 @@ class SparseWinogradConv2DOp : public OpKernel {
                 InvalidArgument("bias must have 0 or filters = ", filters,
                                 " elements. Received: bias.shape=", bias.shape().DebugString()));
     const IsaKernel& kernel = SelectKernel();
-    std::shared_ptr<const CheckedKernel> checked =
-        checked_kernels_.Find(row_ptr, col_idx, channels, filters);
+    const KernelCache::Tensors key{&row_ptr, &col_idx};
+    std::shared_ptr<const CheckedKernel> checked = checked_kernels_.Find(key, {channels, filters});
     if (checked == nullptr) {
       OP_REQUIRES_OK(ctx, CheckKernel(kernel, row_ptr, col_idx, channels, filters, &checked));
-      checked_kernels_.Insert(row_ptr, col_idx, channels, filters, checked);
+      checked_kernels_.Insert(key, {channels, filters}, checked);
     }
 
     const int64_t batch = input.dim_size(0), in_h = input.dim_size(1), in_w = input.dim_size(2);
@@ -239,13 +156,12 @@ class SparseWinogradConv2DOp : public OpKernel {
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     PlanWork(kernel.vector_width, workers->NumThreads(), &p);
     const int64_t scratch_floats = kernel.scratch_floats(p);
-    auto work = std::make_shared<SharedUnits>(kernel, p, scratch_floats);
-    // The calling thread works too, so one helper less than the pool has threads.
-    const int64_t helpers = std::min<int64_t>(workers->NumThreads(), work->units) - 1;
-    for (int64_t h = 0; h < helpers; ++h) workers->Schedule([work] { work->Run(); });
-    work->Run();
-    work->WaitUntilDone();
-    OP_REQUIRES(ctx, !work->out_of_memory,
+    const bool allocated = RunWorkUnits(
+        workers, p.num_blocks * p.filter_groups, scratch_floats,
+        [&kernel, p](int64_t unit, float* scratch, int64_t*) {
+          kernel.run_units(p, unit, unit + 1, scratch);
+        });
+    OP_REQUIRES(ctx, allocated,
                 tensorflow::errors::ResourceExhausted("SparseWinograd>Conv2D could not allocate ",
                                                       scratch_floats * 4, " bytes of scratch"));
   }
@@ -257,7 +173,8 @@ class SparseWinogradConv2DOp : public OpKernel {
   bool winograd_relu_ = false;
   bool max_pool_ = false;
   bool debug_fill_nan_ = false;
-  CheckedKernelCache checked_kernels_;
+  using KernelCache = CheckedCache<CheckedKernel, 2>;  // row_ptr, col_idx; channels, filters
+  KernelCache checked_kernels_;
 };
 
 }  // namespace

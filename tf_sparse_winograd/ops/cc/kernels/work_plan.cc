@@ -1,5 +1,6 @@
 #include "work_plan.h"
 
+#include <algorithm>
 #include <cstdlib>
 
 namespace tfsw {
@@ -45,6 +46,14 @@ void PlanWork(int vector_width, int num_threads, ConvParams* p) {
   p->filter_groups = CeilDiv(p->filters, p->filters_per_group);
   const int64_t block = CeilDiv(EnvInt("TFSW_FILTER_BLOCK", 64), vl) * vl;
   p->filter_block = block < p->filters_per_group ? block : p->filters_per_group;
+}
+
+void PlanDenseWork(int vector_width, DenseParams* p) {
+  const int64_t vl = vector_width;
+  p->chunk_lanes = std::min<int64_t>(CeilDiv(kDenseChunkLanes, vl), CeilDiv(p->batch, vl)) * vl;
+  p->chunk_lanes = std::max<int64_t>(p->chunk_lanes, vl);
+  p->num_chunks = CeilDiv(p->batch, p->chunk_lanes);
+  p->unit_groups = CeilDiv(p->units, kDenseUnitGroup);
 }
 
 }  // namespace tfsw

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 
+#include "sparse_dense.h"
 #include "sparse_winograd_conv2d.h"
 
 namespace tfsw {
@@ -18,6 +19,10 @@ int64_t EnvInt(const char* name, int64_t fallback);
 // tile_size, which must be set) and its work decomposition (tile_block .. filter_block) for a
 // kernel with `vector_width` lanes run on `num_threads` threads.
 void PlanWork(int vector_width, int num_threads, ConvParams* p);
+
+// Fills in the work decomposition of a sparse fully connected layer (batch, in_features and
+// units of `p` set) for a kernel with `vector_width` lanes.
+void PlanDenseWork(int vector_width, DenseParams* p);
 
 }  // namespace tfsw
 

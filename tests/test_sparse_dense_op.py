@@ -1,0 +1,259 @@
+"""SparseWinograd>SparseDense against a float64 numpy reference, its argument checks, its
+once-per-node kernel cache, and a fuzz of malformed kernels (in a subprocess)."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_sparse_winograd import export
+from tf_sparse_winograd import ops
+
+ISAS = ("generic", "avx2", "avx512")
+
+
+@pytest.fixture(autouse=True)
+def _restore_isa():
+    saved = os.environ.get("TFSW_ISA")
+    yield
+    if saved is None:
+        os.environ.pop("TFSW_ISA", None)
+    else:
+        os.environ["TFSW_ISA"] = saved
+
+
+def _csr_by_input(kernel, index_dtype=np.int32):
+    """(row_ptr, col_idx, values) of a dense (in_features, units) kernel, a row per feature."""
+    rows, cols = np.nonzero(kernel)
+    counts = np.bincount(rows, minlength=kernel.shape[0])
+    row_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+    return row_ptr, cols.astype(index_dtype), kernel[rows, cols].astype(np.float32)
+
+
+def _random_case(rng, batch, in_features, units, density):
+    kernel = (rng.normal(size=(in_features, units))
+              * (rng.random((in_features, units)) < density)).astype(np.float32)
+    x = rng.normal(size=(batch, in_features)).astype(np.float32)
+    bias = rng.normal(size=units).astype(np.float32)
+    return x, kernel, bias
+
+
+def _check_against_reference(x, kernel, bias, relu, index_dtype):
+    row_ptr, col_idx, values = _csr_by_input(kernel, index_dtype)
+    y = ops.sparse_dense_matmul(x, row_ptr, col_idx, values, kernel.shape[1], bias=bias,
+                                activation="relu" if relu else None, debug_fill_nan=True)
+    y = y.numpy()
+    expected = x.astype(np.float64) @ kernel.astype(np.float64)
+    bound = np.abs(x).astype(np.float64) @ np.abs(kernel).astype(np.float64)
+    if bias is not None:
+        expected += bias
+        bound += np.abs(bias)
+    if relu:
+        expected = np.maximum(expected, 0.0)
+    assert y.shape == expected.shape and y.dtype == np.float32
+    assert not np.isnan(y).any(), "an output element was not written"
+    np.testing.assert_array_less(np.abs(y - expected), 1e-5 * bound + 1e-30)
+
+
+# Batches around the chunk of 32 samples and the vector widths (8, 16); features around the
+# block of 256; units around the group of 64 and the vector widths.
+SHAPES = [(1, 1, 1), (5, 17, 3), (16, 256, 64), (17, 257, 65), (33, 600, 130), (70, 255, 16),
+          (2, 513, 63), (32, 40, 7), (1, 1000, 200)]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("batch,in_features,units", SHAPES)
+@pytest.mark.parametrize("density", [0.0, 0.1, 0.4, 1.0])
+def test_op_matches_float64_reference(isa, batch, in_features, units, density):
+    os.environ["TFSW_ISA"] = isa
+    rng = np.random.default_rng(hash((batch, in_features, units, density)) % 2**32)
+    x, kernel, bias = _random_case(rng, batch, in_features, units, density)
+    _check_against_reference(x, kernel, bias, relu=False, index_dtype=np.int32)
+    _check_against_reference(x, kernel, None, relu=True, index_dtype=np.int16)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("batch,in_features,units", [(0, 5, 4), (3, 0, 4), (4, 6, 0)])
+def test_empty_sizes(isa, batch, in_features, units):
+    os.environ["TFSW_ISA"] = isa
+    rng = np.random.default_rng(0)
+    x, kernel, bias = _random_case(rng, batch, in_features, units, 0.5)
+    _check_against_reference(x, kernel, bias, relu=True, index_dtype=np.int32)
+
+
+def test_duplicate_entries_add_up():
+    x = np.array([[1.0, 2.0], [3.0, -1.0]], np.float32)
+    row_ptr = np.array([0, 3, 4], np.int32)
+    col_idx = np.array([1, 1, 0, 1], np.int32)
+    values = np.array([0.5, 0.25, 2.0, 4.0], np.float32)
+    y = ops.sparse_dense_matmul(x, row_ptr, col_idx, values, 2).numpy()
+    kernel = np.array([[2.0, 0.75], [0.0, 4.0]])
+    np.testing.assert_allclose(y, x @ kernel, rtol=1e-6)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_nan_and_inf_reach_the_outputs_whose_weights_are_stored(isa):
+    os.environ["TFSW_ISA"] = isa
+    rng = np.random.default_rng(3)
+    x, kernel, _ = _random_case(rng, 20, 300, 70, 0.3)
+    x[3, 7], x[11, 280] = np.nan, np.inf
+    row_ptr, col_idx, values = _csr_by_input(kernel)
+    y = ops.sparse_dense_matmul(x, row_ptr, col_idx, values, 70).numpy()
+    nan_units = kernel[7] != 0
+    assert np.isnan(y[3, nan_units]).all() and np.isfinite(y[3, ~nan_units]).all()
+    inf_units = kernel[280] != 0
+    assert (~np.isfinite(y[11, inf_units])).all() and np.isfinite(y[11, ~inf_units]).all()
+    others = np.delete(y, [3, 11], axis=0)
+    assert np.isfinite(others).all()
+
+
+def _op(x, row_ptr, col_idx, values, units, bias=None):
+    library = ops.load_op_library()
+    return library.sparse_winograd_sparse_dense(
+        input=x, row_ptr=row_ptr, col_idx=col_idx, values=values,
+        bias=np.zeros([0], np.float32) if bias is None else bias, units=units)
+
+
+def _good():
+    return (np.ones((2, 3), np.float32), np.array([0, 1, 1, 2], np.int32),
+            np.array([0, 1], np.int32), np.array([1.0, 2.0], np.float32), 2)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda a: a.update(x=np.ones((2, 3, 1), np.float32)), "input must be rank 2"),
+    (lambda a: a.update(x=np.ones((2, 4), np.float32)), "row_ptr must have in_features + 1"),
+    (lambda a: a.update(row_ptr=np.array([[0, 1, 1, 2]], np.int32)), "row_ptr must be rank 1"),
+    (lambda a: a.update(row_ptr=np.array([1, 1, 1, 2], np.int32)), "row_ptr[0] must be 0"),
+    (lambda a: a.update(row_ptr=np.array([0, 2, 1, 2], np.int32)), "non-decreasing"),
+    (lambda a: a.update(row_ptr=np.array([0, 1, 1, 1], np.int32)), "row_ptr[-1] must equal"),
+    (lambda a: a.update(col_idx=np.array([0, 2], np.int32)), "col_idx must be in [0, units = 2)"),
+    (lambda a: a.update(col_idx=np.array([-1, 0], np.int16)), "Received: col_idx[0]=-1"),
+    (lambda a: a.update(values=np.ones(3, np.float32)), "values and col_idx must have the same"),
+    (lambda a: a.update(bias=np.ones(3, np.float32)), "bias must have 0 or units = 2"),
+])
+def test_bad_arguments_raise_invalid_argument(change, message):
+    x, row_ptr, col_idx, values, units = _good()
+    args = dict(x=x, row_ptr=row_ptr, col_idx=col_idx, values=values, units=units, bias=None)
+    _op(**args)  # the unchanged arguments are accepted
+    change(args)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError)) as info:
+        _op(**args)
+    assert message in str(info.value)
+
+
+def test_wrapper_rejects_bad_units_and_activation():
+    x, row_ptr, col_idx, values, _ = _good()
+    for units in (-1, 2.0, True):
+        with pytest.raises(ValueError, match="`units` must be an integer >= 0"):
+            ops.sparse_dense_matmul(x, row_ptr, col_idx, values, units)
+    with pytest.raises(ValueError, match="`activation` must be None or 'relu'"):
+        ops.sparse_dense_matmul(x, row_ptr, col_idx, values, 2, activation="tanh")
+
+
+def test_kernel_in_variables_updated_between_calls_is_seen():
+    """The node keeps a regrouped copy of the values too: an update must not go unseen."""
+    rng = np.random.default_rng(8)
+    x, kernel, _ = _random_case(rng, 6, 300, 20, 0.4)
+    row_ptr, col_idx, values = _csr_by_input(kernel)
+    variables = [tf.Variable(row_ptr), tf.Variable(col_idx), tf.Variable(values)]
+
+    @tf.function
+    def run(x):
+        return ops.sparse_dense_matmul(x, *variables, 20)
+
+    np.testing.assert_allclose(run(x), x @ kernel, rtol=1e-4, atol=1e-4)
+    variables[2].assign_add(np.ones_like(values))
+    np.testing.assert_allclose(run(x), x @ (kernel + (kernel != 0)), rtol=1e-4, atol=1e-4)
+    # A new sparsity pattern of the same size: the first feature's nonzeros moved to unit 0..
+    shifted = kernel.copy()
+    row_ptr2, col_idx2, values2 = _csr_by_input(shifted)
+    col_idx2 = (col_idx2 + 1) % 20
+    for variable, value in zip(variables, (row_ptr2, col_idx2, values2)):
+        variable.assign(value)
+    expected = np.zeros_like(kernel)
+    rows = np.repeat(np.arange(300), np.diff(row_ptr2))
+    np.add.at(expected, (rows, col_idx2), values2)
+    np.testing.assert_allclose(run(x), x @ expected, rtol=1e-4, atol=1e-4)
+
+
+def test_eager_kernels_of_one_shape_alternate_through_the_cache():
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(4, 70)).astype(np.float32)
+    kernels = [_random_case(rng, 1, 70, 9, 0.5)[1] for _ in range(6)]
+    packed = [[tf.constant(a) for a in _csr_by_input(k)] for k in kernels]
+    for _ in range(2):
+        for kernel, (row_ptr, col_idx, values) in zip(kernels, packed):
+            y = ops.sparse_dense_matmul(x, row_ptr, col_idx, values, 9)
+            np.testing.assert_allclose(y, x @ kernel, rtol=1e-5, atol=1e-5)
+
+
+def test_sparse_dense_layer_on_rank_3_input_with_unfused_activation():
+    rng = np.random.default_rng(10)
+    _, kernel, bias = _random_case(rng, 1, 40, 12, 0.3)
+    layer = export.SparseDense.from_kernel(kernel, bias, activation="tanh")
+    x = rng.normal(size=(3, 5, 40)).astype(np.float32)
+    y = keras.ops.convert_to_numpy(layer(x))
+    assert y.shape == (3, 5, 12)
+    np.testing.assert_allclose(y, np.tanh(x @ kernel + bias), rtol=1e-5, atol=1e-6)
+
+
+_FUZZ_SCRIPT = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    from tf_sparse_winograd import ops
+    library = ops.load_op_library()
+    rng = np.random.default_rng(int(sys.argv[1]))
+    counts = {"rejected": 0, "accepted": 0}
+    for _ in range(int(sys.argv[2])):
+        in_features, units = int(rng.integers(0, 300)), int(rng.integers(0, 80))
+        nnz = int(rng.integers(0, 400))
+        row_ptr = np.sort(rng.integers(0, nnz + 1, in_features + 1)).astype(np.int32)
+        row_ptr[0], row_ptr[-1] = 0, nnz
+        col_idx = rng.integers(0, max(units, 1), nnz)
+        values = rng.normal(size=nnz).astype(np.float32)
+        bias = np.zeros(units if rng.random() < 0.5 else 0, np.float32)
+        x = rng.normal(size=(int(rng.integers(0, 40)), in_features)).astype(np.float32)
+        corruption = int(rng.integers(0, 8))
+        if corruption == 0 and in_features > 0:
+            row_ptr[rng.integers(1, in_features + 1)] = rng.integers(-5, nnz + 5)
+        elif corruption == 1 and nnz > 0:
+            col_idx[rng.integers(0, nnz)] = rng.choice([-1, units, units + 1000, -30000])
+        elif corruption == 2:
+            row_ptr = row_ptr[: rng.integers(0, len(row_ptr) + 1)]
+        elif corruption == 3:
+            values = values[: rng.integers(0, nnz + 1)]
+        elif corruption == 4:
+            bias = np.zeros(units + int(rng.integers(1, 3)), np.float32)
+        elif corruption == 5:
+            x = x.reshape(-1)
+        elif corruption == 6:
+            row_ptr[0] = int(rng.integers(1, 5))
+        dtype = np.int16 if rng.random() < 0.5 else np.int32
+        try:
+            y = library.sparse_winograd_sparse_dense(
+                input=x, row_ptr=row_ptr, col_idx=col_idx.astype(dtype), values=values,
+                bias=bias, units=units)
+            assert y.shape == (x.shape[0], units)
+            counts["accepted"] += 1
+        except (tf.errors.InvalidArgumentError, ValueError):
+            counts["rejected"] += 1
+    print("FUZZ=" + json.dumps(counts))
+""")
+
+
+def test_malformed_kernels_are_rejected_and_never_crash():
+    """Malformed kernels in a subprocess: an abort or segfault fails this test, not the suite.
+    Uncorrupted kernels (and some corruptions that keep a kernel valid) must be accepted."""
+    result = subprocess.run([sys.executable, "-c", _FUZZ_SCRIPT, "2024", "2500"],
+                            capture_output=True, text=True, check=False, timeout=600)
+    assert result.returncode == 0, f"fuzz subprocess died ({result.returncode}):\n{result.stderr[-3000:]}"
+    line = [l for l in result.stdout.splitlines() if l.startswith("FUZZ=")][-1]
+    counts = json.loads(line[len("FUZZ="):])
+    assert counts["rejected"] > 1000 and counts["accepted"] > 200, counts

@@ -1,0 +1,98 @@
+#include "op_runtime.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+
+namespace tfsw {
+namespace {
+
+// Grow-only, 64-byte aligned scratch memory, one per thread.
+float* ThreadScratch(int64_t floats) {
+  struct Buffer {
+    float* data = nullptr;
+    int64_t size = 0;
+    ~Buffer() { std::free(data); }
+  };
+  thread_local Buffer buffer;
+  if (buffer.size < floats) {
+    std::free(buffer.data);
+    const size_t bytes = (static_cast<size_t>(floats) * sizeof(float) + 63) / 64 * 64;
+    buffer.data = static_cast<float*>(std::aligned_alloc(64, bytes));
+    buffer.size = buffer.data == nullptr ? 0 : floats;
+  }
+  return buffer.data;
+}
+
+// The units of one RunWorkUnits call, co-owned by the helpers: a helper that starts late finds
+// no unit left and touches nothing but this object.
+struct SharedUnits {
+  SharedUnits(int64_t units, int64_t scratch_floats, WorkUnitFn run_unit)
+      : units(units), scratch_floats(scratch_floats), run_unit(std::move(run_unit)) {}
+
+  void Run() {
+    float* scratch = nullptr;
+    int64_t thread_state = -1;
+    for (int64_t unit = next.fetch_add(1); unit < units; unit = next.fetch_add(1)) {
+      if (scratch == nullptr) scratch = ThreadScratch(scratch_floats);
+      if (scratch == nullptr) {
+        out_of_memory = true;
+      } else {
+        run_unit(unit, scratch, &thread_state);
+      }
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+
+  // Units taken by a helper are already running, so this spin is short.
+  void WaitUntilDone() const {
+    while (done.load(std::memory_order_acquire) < units) std::this_thread::yield();
+  }
+
+  const int64_t units;
+  const int64_t scratch_floats;
+  const WorkUnitFn run_unit;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  std::atomic<bool> out_of_memory{false};
+};
+
+}  // namespace
+
+const IsaKernel& SelectKernel() {
+  static const IsaKernel generic = GenericKernel();
+  static const IsaKernel avx2 = Avx2Kernel();
+  static const IsaKernel avx512 = Avx512Kernel();
+  static const bool has_avx2 = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  }();
+  static const bool has_avx512 = [] {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") != 0;
+  }();
+  const char* request = std::getenv("TFSW_ISA");
+  const std::string want = request == nullptr ? "" : request;
+  if (want == "generic") return generic;
+  if (want == "avx2" && has_avx2) return avx2;
+  if (has_avx512) return avx512;
+  if (has_avx2) return avx2;
+  return generic;
+}
+
+bool RunWorkUnits(tensorflow::thread::ThreadPool* workers, int64_t units, int64_t scratch_floats,
+                  WorkUnitFn run_unit) {
+  auto work = std::make_shared<SharedUnits>(units, scratch_floats, std::move(run_unit));
+  // The calling thread works too, so one helper less than the pool has threads.
+  const int64_t helpers = std::min<int64_t>(workers->NumThreads(), units) - 1;
+  for (int64_t h = 0; h < helpers; ++h) workers->Schedule([work] { work->Run(); });
+  work->Run();
+  work->WaitUntilDone();
+  return !work->out_of_memory;
+}
+
+}  // namespace tfsw

@@ -1,0 +1,132 @@
+// OpKernel of SparseWinograd>SparseDense: checks every argument, checks and regroups the kernel
+// once per op node, and runs the per-ISA kernel on the intra-op thread pool.
+#include <algorithm>
+#include <limits>
+#include <memory>
+#include <string>
+
+#include "checked_kernel.h"
+#include "op_runtime.h"
+#include "sparse_dense.h"
+#include "sparse_winograd_conv2d.h"
+#include "work_plan.h"
+#include "tensorflow/core/framework/op_kernel.h"
+#include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/framework/tensor_shape.h"
+
+namespace tfsw {
+namespace {
+
+using ::tensorflow::OpKernel;
+using ::tensorflow::OpKernelConstruction;
+using ::tensorflow::OpKernelContext;
+using ::tensorflow::Tensor;
+using ::tensorflow::TensorShape;
+using ::tensorflow::errors::InvalidArgument;
+
+class SparseDenseOp : public OpKernel {
+ public:
+  explicit SparseDenseOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("units", &units_));
+    OP_REQUIRES(ctx, units_ >= 0,
+                InvalidArgument("units must be non-negative. Received: units=", units_));
+    std::string activation;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
+    OP_REQUIRES(ctx, activation == "none" || activation == "relu",
+                InvalidArgument("activation must be none or relu. Received: activation=",
+                                activation));
+    relu_ = activation == "relu";
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("debug_fill_nan", &debug_fill_nan_));
+  }
+
+  void Compute(OpKernelContext* ctx) override {
+    const Tensor& input = ctx->input(0);
+    const Tensor& row_ptr = ctx->input(1);
+    const Tensor& col_idx = ctx->input(2);
+    const Tensor& values = ctx->input(3);
+    const Tensor& bias = ctx->input(4);
+
+    OP_REQUIRES(ctx, input.dims() == 2,
+                InvalidArgument("input must be rank 2 (batch, in_features). Received: "
+                                "input.shape=", input.shape().DebugString()));
+    for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"row_ptr", &row_ptr},
+                                  {"col_idx", &col_idx},
+                                  {"values", &values},
+                                  {"bias", &bias}}) {
+      OP_REQUIRES(ctx, t->dims() == 1,
+                  InvalidArgument(name, " must be rank 1. Received: ", name,
+                                  ".shape=", t->shape().DebugString()));
+    }
+    const int64_t batch = input.dim_size(0), in_features = input.dim_size(1);
+    OP_REQUIRES(ctx, row_ptr.NumElements() == in_features + 1,
+                InvalidArgument("row_ptr must have in_features + 1 = ", in_features + 1,
+                                " elements (a row per input feature). Received: row_ptr.shape=",
+                                row_ptr.shape().DebugString()));
+    const int64_t nnz = col_idx.NumElements();
+    OP_REQUIRES(ctx, values.NumElements() == nnz,
+                InvalidArgument("values and col_idx must have the same length. Received: "
+                                "values.shape=", values.shape().DebugString(),
+                                ", col_idx.shape=", col_idx.shape().DebugString()));
+    OP_REQUIRES(ctx, nnz <= std::numeric_limits<int32_t>::max(),
+                InvalidArgument("At most 2^31 - 1 nonzeros are supported. Received: ", nnz));
+    OP_REQUIRES(ctx, bias.NumElements() == 0 || bias.NumElements() == units_,
+                InvalidArgument("bias must have 0 or units = ", units_,
+                                " elements. Received: bias.shape=", bias.shape().DebugString()));
+    const IsaKernel& kernel = SelectKernel();
+    const KernelCache::Tensors key{&row_ptr, &col_idx, &values};
+    std::shared_ptr<const CheckedDenseKernel> checked = checked_kernels_.Find(key, {units_, 0});
+    if (checked == nullptr) {
+      OP_REQUIRES_OK(ctx, CheckDenseKernel(kernel, row_ptr, col_idx, values, units_, &checked));
+      checked_kernels_.Insert(key, {units_, 0}, checked);
+    }
+
+    Tensor* output = nullptr;
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, units_}), &output));
+    if (output->NumElements() == 0) return;
+    float* out = output->flat<float>().data();
+    if (debug_fill_nan_) {
+      std::fill(out, out + output->NumElements(), std::numeric_limits<float>::quiet_NaN());
+    }
+
+    DenseParams p;
+    p.input = input.flat<float>().data();
+    p.output = out;
+    p.batch = batch;
+    p.in_features = in_features;
+    p.units = units_;
+    p.row_ptr = checked->row_ptr.data();
+    p.col_idx = checked->col_idx.data();
+    p.values = checked->values.data();
+    p.feature_blocks = checked->feature_blocks;
+    p.bias = bias.NumElements() == 0 ? nullptr : bias.flat<float>().data();
+    p.relu = relu_;
+
+    auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
+    PlanDenseWork(kernel.vector_width, &p);
+    const int64_t scratch_floats = kernel.dense_scratch_floats(p);
+    const bool allocated = RunWorkUnits(
+        workers, p.num_chunks * p.unit_groups, scratch_floats,
+        [&kernel, p](int64_t unit, float* scratch, int64_t* scratch_chunk) {
+          kernel.run_dense_unit(p, unit, scratch, scratch_chunk);
+        });
+    OP_REQUIRES(ctx, allocated,
+                tensorflow::errors::ResourceExhausted("SparseWinograd>SparseDense could not "
+                                                      "allocate ", scratch_floats * 4,
+                                                      " bytes of scratch"));
+  }
+
+ private:
+  int64_t units_ = 0;
+  bool relu_ = false;
+  bool debug_fill_nan_ = false;
+  // row_ptr, col_idx, values; units.
+  using KernelCache = CheckedCache<CheckedDenseKernel, 3>;
+  KernelCache checked_kernels_;
+};
+
+}  // namespace
+
+REGISTER_KERNEL_BUILDER(Name("SparseWinograd>SparseDense").Device(tensorflow::DEVICE_CPU),
+                        SparseDenseOp);
+
+}  // namespace tfsw

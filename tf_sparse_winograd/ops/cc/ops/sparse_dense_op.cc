@@ -1,0 +1,64 @@
+// Registration of SparseWinograd>SparseDense: inputs, attributes and the shape function.
+#include "tensorflow/core/framework/common_shape_fns.h"
+#include "tensorflow/core/framework/op.h"
+#include "tensorflow/core/framework/shape_inference.h"
+
+namespace tfsw {
+
+using ::tensorflow::shape_inference::DimensionHandle;
+using ::tensorflow::shape_inference::InferenceContext;
+using ::tensorflow::shape_inference::ShapeHandle;
+
+absl::Status SparseDenseShape(InferenceContext* c) {
+  ShapeHandle input, row_ptr, unused;
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(0), 2, &input));
+  TF_RETURN_IF_ERROR(c->WithRank(c->input(1), 1, &row_ptr));
+  for (int i = 2; i < 5; ++i) TF_RETURN_IF_ERROR(c->WithRank(c->input(i), 1, &unused));
+  DimensionHandle in_features;
+  TF_RETURN_IF_ERROR(c->Subtract(c->Dim(row_ptr, 0), 1, &in_features));
+  TF_RETURN_IF_ERROR(c->Merge(c->Dim(input, 1), in_features, &in_features));
+  int64_t units;
+  TF_RETURN_IF_ERROR(c->GetAttr("units", &units));
+  if (units < 0) {
+    return tensorflow::errors::InvalidArgument("units must be non-negative. Received: units=",
+                                               units);
+  }
+  c->set_output(0, c->MakeShape({c->Dim(input, 0), units}));
+  return absl::OkStatus();
+}
+
+REGISTER_OP("SparseWinograd>SparseDense")
+    .Input("input: float")
+    .Input("row_ptr: int32")
+    .Input("col_idx: Tindex")
+    .Input("values: float")
+    .Input("bias: float")
+    .Output("output: float")
+    .Attr("units: int")
+    .Attr("Tindex: {int16, int32}")
+    .Attr("activation: {'none', 'relu'} = 'none'")
+    .Attr("debug_fill_nan: bool = false")
+    .SetShapeFn(SparseDenseShape)
+    .Doc(R"doc(
+A fully connected layer with a sparse kernel: output = activation(input W + bias).
+
+W (in_features x units) is given as CSR rows by input feature, the layout of the SparseDense
+layer's weights: row i of row_ptr/col_idx/values lists the nonzeros W[i, u], col_idx holding the
+output units u (int16 or int32). Duplicate (i, u) entries add up. Only the stored weights enter
+the products: a NaN or Inf input reaches the outputs whose weights for it are stored.
+
+An op node checks a kernel once and keeps a copy regrouped by output unit (with 16-bit input
+indices when in_features <= 65536) for its later calls; the batch is vectorised in the lanes.
+
+input: [batch, in_features] float32.
+row_ptr: [in_features + 1] int32, non-decreasing from 0 to nnz.
+col_idx: [nnz] output units in [0, units).
+values: [nnz] float32.
+bias: [units] float32, or empty for no bias.
+units: output features.
+activation: 'none' or 'relu', applied after the bias.
+debug_fill_nan: test-only: fill the output with NaN before computing.
+output: [batch, units] float32.
+)doc");
+
+}  // namespace tfsw

@@ -1,0 +1,54 @@
+"""`sparse_dense_matmul`: the Python wrapper of the SparseWinograd>SparseDense op."""
+
+import numpy as np
+import tensorflow as tf
+
+from tf_sparse_winograd.ops import loader
+
+
+def _check_units(units):
+    if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 0:
+        raise ValueError(f"`units` must be an integer >= 0. Received: units={units!r}")
+    return int(units)
+
+
+def sparse_dense_matmul(x, row_ptr, col_idx, values, units, bias=None, activation=None,
+                        debug_fill_nan=False):
+    """activation(x @ W + bias) for a sparse W (in_features x units) on the C++ op.
+
+    W is given as CSR rows by input feature (the layout of `SparseDense`'s weights): row i of
+    (`row_ptr`, `col_idx`, `values`) lists the nonzeros W[i, u] with their output units u. The op
+    checks the kernel and regroups it for its products once per graph node (and once per eager
+    kernel), keyed by the tensors' buffers: pass the same constants or variables on every call,
+    with `col_idx` already int16 or int32, so that no per-call conversion makes a new buffer.
+
+    Args:
+      x: [batch, in_features] float32.
+      row_ptr: [in_features + 1] int32, non-decreasing from 0 to nnz.
+      col_idx: [nnz] int16 or int32 output units in [0, units) (other integer types are cast).
+      values: [nnz] float32.
+      units: the number of output features.
+      bias: optional [units] float32.
+      activation: None or 'relu', applied after the bias inside the op.
+      debug_fill_nan: test-only: the op fills its output with NaN before computing.
+
+    Returns:
+      [batch, units] float32. Only stored weights enter the sums: a NaN or Inf input reaches
+      only the outputs whose weights for it are stored.
+    """
+    units = _check_units(units)
+    if activation not in (None, "relu"):
+        raise ValueError(f"`activation` must be None or 'relu'. Received: activation={activation!r}")
+    library = loader.load_op_library()
+    col_idx = tf.convert_to_tensor(col_idx)
+    if col_idx.dtype not in (tf.int16, tf.int32):
+        if not col_idx.dtype.is_integer:
+            raise TypeError(f"`col_idx` must be an integer tensor. Received: dtype={col_idx.dtype.name}")
+        col_idx = tf.cast(col_idx, tf.int32)
+    bias = tf.zeros([0], tf.float32) if bias is None else tf.convert_to_tensor(bias, tf.float32)
+    return library.sparse_winograd_sparse_dense(
+        input=tf.convert_to_tensor(x, tf.float32),
+        row_ptr=tf.convert_to_tensor(row_ptr, tf.int32), col_idx=col_idx,
+        values=tf.convert_to_tensor(values, tf.float32), bias=bias, units=units,
+        activation="none" if activation is None else activation,
+        debug_fill_nan=bool(debug_fill_nan))
