@@ -17,7 +17,7 @@ them alike; the best round is reported (and the median, for scale). Usage:
 
   python bench/model_speed.py [--densities 0.4,0.1] [--tile_sizes 2,4] [--batch_sizes 1,32]
                               [--conv_types winograd,winograd_relu] [--filter_blocks 1,4]
-                              [--unfused_pools]
+                              [--unfused_pools] [--dense_fc]
 """
 
 import itertools
@@ -50,6 +50,9 @@ _CONV_TYPES = flags.DEFINE_list("conv_types", ["winograd"],
 _UNFUSED_POOLS = flags.DEFINE_bool(
     "unfused_pools", False, "Also time each sparse variant exported with its max pools left as "
     "separate layers (to_sparse(fuse_max_pool=False)), to measure the fused pools.")
+_DENSE_FC = flags.DEFINE_bool(
+    "dense_fc", False, "Also time each sparse variant exported with its pruned FC layers kept as "
+    "Dense layers (sparse_dense_max_density=None), to measure the sparse FC op.")
 _ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds (best is kept).")
 _MIN_SECONDS = flags.DEFINE_float("min_seconds", 0.3, "Minimum time per variant per round.")
 _THREADS = flags.DEFINE_integer("threads", 2, "intra-op threads (inter-op is 1).")
@@ -121,11 +124,16 @@ def main(argv):
         name = (f"sparse F({tile_size}x{tile_size}) d={density}"
                 + (" winograd_relu" if conv_type == "winograd_relu" else "")
                 + (f" blocks of {block}" if block > 1 else ""))
-        for fuse_max_pool in (True, False) if _UNFUSED_POOLS.value else (True,):
-            label = name + ("" if fuse_max_pool else " pools unfused")
+        exports = [("", {})]
+        if _UNFUSED_POOLS.value:
+            exports.append((" pools unfused", {"fuse_max_pool": False}))
+        if _DENSE_FC.value:
+            exports.append((" FC dense", {"sparse_dense_max_density": None}))
+        for suffix, options in exports:
+            label = name + suffix
             path = os.path.join(workdir, f"sparse_{conv_type}_t{tile_size}_d{density}_b{block}"
-                                + ("" if fuse_max_pool else "_unfused"))
-            export.export_saved_model(model, path, fuse_max_pool=fuse_max_pool)
+                                + suffix.replace(" ", "_"))
+            export.export_saved_model(model, path, **options)
             variants[label] = _serving(path)
             sizes[label] = export.saved_model_size(path)
 
