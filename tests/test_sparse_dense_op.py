@@ -19,13 +19,14 @@ ISAS = ("generic", "avx2", "avx512")
 
 
 @pytest.fixture(autouse=True)
-def _restore_isa():
-    saved = os.environ.get("TFSW_ISA")
+def _restore_environment():
+    saved = {name: os.environ.get(name) for name in ("TFSW_ISA", "TFSW_DENSE_GATHER")}
     yield
-    if saved is None:
-        os.environ.pop("TFSW_ISA", None)
-    else:
-        os.environ["TFSW_ISA"] = saved
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _csr_by_input(kernel, index_dtype=np.int32):
@@ -78,6 +79,19 @@ def test_op_matches_float64_reference(isa, batch, in_features, units, density):
     _check_against_reference(x, kernel, None, relu=True, index_dtype=np.int16)
 
 
+@pytest.mark.parametrize("gather", ["0", "1"])
+@pytest.mark.parametrize("in_features,units", [(1, 1), (15, 3), (17, 5), (33, 64), (700, 130)])
+@pytest.mark.parametrize("density", [0.1, 0.4, 1.0])
+def test_one_sample_with_and_without_gathers(gather, in_features, units, density):
+    """At batch 1 AVX-512 gathers 16 inputs per FMA (rows of 1-15 and 17+ nonzeros take its
+    masked tail); TFSW_DENSE_GATHER=0 keeps the sample in the lanes instead."""
+    os.environ["TFSW_ISA"], os.environ["TFSW_DENSE_GATHER"] = "avx512", gather
+    rng = np.random.default_rng(hash((in_features, units, density)) % 2**32)
+    x, kernel, bias = _random_case(rng, 1, in_features, units, density)
+    _check_against_reference(x, kernel, bias, relu=True, index_dtype=np.int16)
+    _check_against_reference(x, kernel, None, relu=False, index_dtype=np.int32)
+
+
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("batch,in_features,units", [(0, 5, 4), (3, 0, 4), (4, 6, 0)])
 def test_empty_sizes(isa, batch, in_features, units):
@@ -104,13 +118,15 @@ def test_nan_and_inf_reach_the_outputs_whose_weights_are_stored(isa):
     x, kernel, _ = _random_case(rng, 20, 300, 70, 0.3)
     x[3, 7], x[11, 280] = np.nan, np.inf
     row_ptr, col_idx, values = _csr_by_input(kernel)
+    nan_units, inf_units = kernel[7] != 0, kernel[280] != 0
     y = ops.sparse_dense_matmul(x, row_ptr, col_idx, values, 70).numpy()
-    nan_units = kernel[7] != 0
     assert np.isnan(y[3, nan_units]).all() and np.isfinite(y[3, ~nan_units]).all()
-    inf_units = kernel[280] != 0
     assert (~np.isfinite(y[11, inf_units])).all() and np.isfinite(y[11, ~inf_units]).all()
-    others = np.delete(y, [3, 11], axis=0)
-    assert np.isfinite(others).all()
+    assert np.isfinite(np.delete(y, [3, 11], axis=0)).all()
+    # One sample at a time (the gather path on AVX-512).
+    for sample, units in ((3, nan_units), (11, inf_units), (0, np.zeros(70, bool))):
+        y = ops.sparse_dense_matmul(x[sample:sample + 1], row_ptr, col_idx, values, 70).numpy()
+        assert (~np.isfinite(y[0, units])).all() and np.isfinite(y[0, ~units]).all()
 
 
 def _op(x, row_ptr, col_idx, values, units, bias=None):

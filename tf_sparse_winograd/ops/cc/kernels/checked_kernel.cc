@@ -106,7 +106,7 @@ absl::Status CheckDenseKernel(const IsaKernel& kernel, const Tensor& row_ptr,
   }
   for (int64_t r = 0; r < rows; ++r) result->row_ptr[r + 1] += result->row_ptr[r];
   std::vector<int32_t> next(result->row_ptr.begin(), result->row_ptr.end() - 1);
-  result->col_idx.resize(nnz);
+  result->col_idx.resize(nnz + kDenseIndexPadding);
   result->values.resize(nnz);
   const float* v = values.flat<float>().data();
   for (int64_t i = 0; i < in_features; ++i) {

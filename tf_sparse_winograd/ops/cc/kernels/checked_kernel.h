@@ -50,7 +50,7 @@ absl::Status CheckKernel(const IsaKernel& kernel, const tensorflow::Tensor& row_
 struct CheckedDenseKernel {
   int64_t feature_blocks = 0;
   std::vector<int32_t> row_ptr;  // DenseKernelRows(feature_blocks, units) + 1
-  std::vector<uint8_t> col_idx;  // place of the feature in its block
+  std::vector<uint8_t> col_idx;  // place of the feature in its block; then kDenseIndexPadding 0s
   std::vector<float> values;
 };
 

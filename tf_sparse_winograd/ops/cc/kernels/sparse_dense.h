@@ -20,6 +20,8 @@ namespace tfsw {
 constexpr int kDenseChunkLanes = 32;
 // Features per block: a column index inside a block fits in 8 bits.
 constexpr int kDenseFeatureBlock = 256;
+// Bytes readable past the last column index (the one-sample path loads 16 at a time).
+constexpr int kDenseIndexPadding = 16;
 // Output units per group. A work unit covers one group; its nonzeros are stored together, so
 // that it streams one contiguous range of the kernel (with the feature blocks of a group 1024
 // units apart, the products ran 1.6x slower on a kernel that did not fit in the L2).
@@ -35,11 +37,14 @@ struct DenseParams {
   // g = u / kDenseUnitGroup, lists the nonzeros W[i, u] of the features i of block fb, each with
   // its feature's place in the block (i - fb * kDenseFeatureBlock). All indices were checked.
   const int32_t* row_ptr = nullptr;  // DenseKernelRows(feature_blocks, units) + 1
-  const uint8_t* col_idx = nullptr;
+  const uint8_t* col_idx = nullptr;  // followed by kDenseIndexPadding readable bytes
   const float* values = nullptr;
   int64_t feature_blocks = 0;        // ceil(in_features / kDenseFeatureBlock)
   const float* bias = nullptr;  // units floats, or nullptr
   bool relu = false;
+  // A chunk of one sample gathers its inputs, 16 nonzeros per FMA (AVX-512 only). Off only to
+  // measure it (TFSW_DENSE_GATHER=0).
+  bool gather_one_sample = true;
 
   // Work decomposition (PlanDenseWork in work_plan.h): chunks of chunk_lanes samples (a
   // multiple of the vector width) times groups of kDenseUnitGroup units.

@@ -1,6 +1,7 @@
 // OpKernel of SparseWinograd>SparseDense: checks every argument, checks and regroups the kernel
 // once per op node, and runs the per-ISA kernel on the intra-op thread pool.
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
 #include <memory>
 #include <string>
@@ -100,6 +101,8 @@ class SparseDenseOp : public OpKernel {
     p.feature_blocks = checked->feature_blocks;
     p.bias = bias.NumElements() == 0 ? nullptr : bias.flat<float>().data();
     p.relu = relu_;
+    const char* gather = std::getenv("TFSW_DENSE_GATHER");
+    p.gather_one_sample = gather == nullptr || gather[0] != '0';
 
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     PlanDenseWork(kernel.vector_width, &p);
