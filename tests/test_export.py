@@ -250,6 +250,42 @@ def test_sparse_saved_model_is_small_at_density_0_1(tmp_path):
         assert ratio <= 0.30
 
 
+def test_fc_only_saved_model_reloads_in_a_fresh_process_and_names_its_op(tmp_path):
+    """A model whose only sparse layer is a pruned Dense: exported on the FC op, reloaded in a
+    fresh process with the same outputs; without the op library the error names that op."""
+    rng = np.random.default_rng(11)
+    kernel = rng.normal(size=(300, 40)).astype(np.float32)
+    kernel[rng.random(kernel.shape) < 0.7] = 0.0
+    dense = keras.layers.Dense(40, activation="relu")
+    model = keras.Sequential([keras.Input((300,)), dense, keras.layers.Dense(3)])
+    dense.set_weights([kernel, rng.normal(size=40).astype(np.float32)])
+    path = str(tmp_path / "fc_only")
+    sparse = export.export_saved_model(model, path)
+    assert [type(l).__name__ for l in sparse.layers] == ["SparseDense", "Dense"]
+    assert "SparseWinograd>SparseDense" in export.graph_op_types(path)
+    x = rng.normal(size=(7, 300)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    _run_python(f"""
+        import numpy as np
+        import tf_sparse_winograd
+        import tensorflow as tf
+        serve = tf.saved_model.load({path!r}).signatures["serving_default"]
+        (y,) = serve(tf.constant(np.load({str(tmp_path / "x.npy")!r}))).values()
+        np.save({str(tmp_path / "y.npy")!r}, y.numpy())
+    """)
+    _assert_close(np.load(tmp_path / "y.npy"), model(x))
+    out = _run_python(f"""
+        import tensorflow as tf
+        from tf_sparse_winograd.export import load_saved_model
+        try:
+            load_saved_model({path!r})
+        except tf.errors.NotFoundError as error:
+            print("NotFoundError:", error)
+    """, TFSW_OP_LIBRARY=str(tmp_path / "missing.so"))
+    assert "NotFoundError" in out and "'SparseWinograd>SparseDense'" in out
+    assert "SparseWinograd>Conv2D" not in out.split("Original error")[0]
+
+
 def test_sparse_dense_keras_file_round_trip(tmp_path):
     kernel = np.random.default_rng(4).normal(size=(12, 7)).astype(np.float32)
     kernel[np.abs(kernel) < 1.0] = 0.0

@@ -41,8 +41,18 @@ def _strip_pruning_if_needed(model):
     return pruning.strip_pruning(model)
 
 
-def _density(kernel):
-    return np.count_nonzero(kernel) / max(1, kernel.size)
+def _sparse_enough(kernel, sparse_dense_max_density):
+    """True if a Dense kernel is pruned enough to become a SparseDense."""
+    return (sparse_dense_max_density is not None
+            and np.count_nonzero(kernel) <= sparse_dense_max_density * kernel.size)
+
+
+def replaced_by_to_sparse(layer, sparse_dense_max_density=0.5):
+    """True if `to_sparse` replaces `layer` (a Winograd layer, or a pruned plain Dense layer)."""
+    if folding.winograd_layer_of(layer) is not None:
+        return True
+    return (folding.head_of(layer) is layer and layer.built
+            and _sparse_enough(keras.ops.convert_to_numpy(layer.kernel), sparse_dense_max_density))
 
 
 def _sparse_head(chain, sparse_dense_max_density=None):
@@ -55,8 +65,7 @@ def _sparse_head(chain, sparse_dense_max_density=None):
     if isinstance(head, keras.layers.Dense):
         kernel = keras.ops.convert_to_numpy(head.kernel)
         bias = keras.ops.convert_to_numpy(head.bias) if head.use_bias else None
-        to_sparse_dense = (sparse_dense_max_density is not None
-                           and _density(kernel) <= sparse_dense_max_density)
+        to_sparse_dense = _sparse_enough(kernel, sparse_dense_max_density)
         if not chain.absorbed and not to_sparse_dense:
             return None
     else:

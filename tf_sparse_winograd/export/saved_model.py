@@ -9,13 +9,15 @@ import os
 
 import tensorflow as tf
 
-from tf_sparse_winograd.export import folding
+from tf_sparse_winograd.export.convert import replaced_by_to_sparse
 from tf_sparse_winograd.export.convert import to_sparse
 from tf_sparse_winograd.export.sparse_dense import SparseDense
 from tf_sparse_winograd.layers.sparse_winograd_conv2d import SparseWinogradConv2D
 
 SIGNATURE_KEY = "serving_default"
 DEFAULT_OP_NAME = "SparseWinograd>Conv2D"
+DENSE_OP_NAME = "SparseWinograd>SparseDense"
+_OP_PREFIX = "SparseWinograd>"
 
 
 def sparse_op_name():
@@ -68,8 +70,9 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
 
     Args:
       model: a built Keras model. With `convert=True`, a model holding WinogradConv2D layers
-        (plain, stripped or pruning-wrapped) is first converted with `to_sparse`, so the
-        SavedModel's graph runs the sparse op and stores only the nonzeros.
+        (plain, stripped or pruning-wrapped) or pruned Dense layers (density at most
+        `sparse_dense_max_density`) is first converted with `to_sparse`, so the SavedModel's
+        graph runs the sparse ops and stores only the nonzeros.
       path: the SavedModel directory.
       convert: False exports the model as it is (e.g. a dense reference model).
       fold_batch_norm, fuse_relu, fuse_max_pool, sparse_dense_max_density: passed to
@@ -81,7 +84,8 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
     Raises:
       RuntimeError: if the model has sparse layers but the written graph lacks the sparse op.
     """
-    if convert and any(folding.winograd_layer_of(layer) is not None for layer in _layers(model)):
+    if convert and any(replaced_by_to_sparse(layer, sparse_dense_max_density)
+                       for layer in _layers(model)):
         model = to_sparse(model, fold_batch_norm=fold_batch_norm, fuse_relu=fuse_relu,
                           fuse_max_pool=fuse_max_pool,
                           sparse_dense_max_density=sparse_dense_max_density)
@@ -100,9 +104,10 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
     module.model_variables = [getattr(v, "value", v) for v in model.variables]
     module.serve = serve
     tf.saved_model.save(module, path, signatures={SIGNATURE_KEY: serve})
-    if any(isinstance(layer, SparseWinogradConv2D) for layer in _layers(model)):
-        op_name = sparse_op_name()
-        if op_name not in graph_op_types(path):
+    written = graph_op_types(path)
+    for layer_type, op_name in ((SparseWinogradConv2D, sparse_op_name()),
+                                (SparseDense, DENSE_OP_NAME)):
+        if any(isinstance(layer, layer_type) for layer in _layers(model)) and op_name not in written:
             raise RuntimeError(f"The SavedModel written to {path} does not run the sparse op "
                                f"'{op_name}'. Is the op library built and loaded? "
                                "(tf_sparse_winograd.ops fell back to its reference path.)")
@@ -110,9 +115,15 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
 
 
 def missing_op_message(path, error=None):
-    """Explains how to make a SavedModel that uses the sparse op loadable."""
-    op_name = DEFAULT_OP_NAME
-    message = (f"The SavedModel at '{path}' uses the custom op '{op_name}' of tf-sparse-winograd, "
+    """Explains how to make a SavedModel that uses the sparse ops loadable."""
+    from google.protobuf import message  # pylint: disable=import-outside-toplevel
+    try:
+        used = sorted(t for t in graph_op_types(path) if t.startswith(_OP_PREFIX))
+    except (OSError, message.DecodeError):  # no readable saved_model.pb: name the conv op
+        used = []
+    names = ", ".join(f"'{name}'" for name in used or [DEFAULT_OP_NAME])
+    message = (f"The SavedModel at '{path}' uses the custom op{'s' if len(used) > 1 else ''} "
+               f"{names} of tf-sparse-winograd, "
                "which is not registered in this process. Fix: install the package built against "
                f"this TensorFlow ({tf.__version__}), e.g. `pip install tf-sparse-winograd` (or "
                "`pip install .` in its source tree), then `import tf_sparse_winograd` before "
@@ -144,6 +155,6 @@ def load_saved_model(path, **kwargs):
     except (tf.errors.NotFoundError, RuntimeError) as error:
         # TensorFlow 2.21 reports an unregistered op in a function as a RuntimeError
         # ("Op type not registered ..."), older versions as a NotFoundError.
-        if DEFAULT_OP_NAME.split(">", maxsplit=1)[0] in str(error):
+        if _OP_PREFIX.rstrip(">") in str(error):
             raise tf.errors.NotFoundError(None, None, missing_op_message(path, error)) from error
         raise
