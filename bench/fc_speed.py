@@ -70,7 +70,8 @@ def main():
     rng = np.random.default_rng(0)
     print(f"FC {in_features} -> {units}, TensorFlow {tf.__version__}, {CHAINED_CALLS} chained "
           f"calls per sample, median of {args.reps}\n")
-    print("| density | batch | TF matmul ms | sparse op ms | ratio |\n| ---: | ---: | ---: | ---: | ---: |")
+    print("| density | batch | TF matmul ms | sparse op ms | ratio |")
+    print("| ---: | ---: | ---: | ---: | ---: |")
     for density in (float(d) for d in args.densities.split(",")):
         kernel = (rng.normal(size=(in_features, units))
                   * (rng.random((in_features, units)) < density)).astype(np.float32)

@@ -31,6 +31,33 @@ def _run_python(code, timeout=600, **env):
     return result.stdout
 
 
+def _serve_in_fresh_process(path, x, tmp_path):
+    """The SavedModel's serving_default output for `x`, computed in a fresh interpreter that
+    imports the package (which registers the ops) and loads it with plain tf.saved_model.load."""
+    np.save(tmp_path / "x.npy", x)
+    _run_python(f"""
+        import numpy as np
+        import tensorflow as tf
+        import tf_sparse_winograd  # registers the ops
+        serve = tf.saved_model.load({path!r}).signatures["serving_default"]
+        (y,) = serve(tf.constant(np.load({str(tmp_path / "x.npy")!r}))).values()
+        np.save({str(tmp_path / "y.npy")!r}, y.numpy())
+    """)
+    return np.load(tmp_path / "y.npy")
+
+
+def _load_error_without_op_library(path, tmp_path):
+    """What `load_saved_model` prints in a fresh interpreter whose op library is missing."""
+    return _run_python(f"""
+        import tensorflow as tf
+        from tf_sparse_winograd.export import load_saved_model
+        try:
+            load_saved_model({path!r})
+        except tf.errors.NotFoundError as error:
+            print("NotFoundError:", error)
+    """, TFSW_OP_LIBRARY=str(tmp_path / "missing.so"))
+
+
 def _prune_winograd_kernels(model, density):
     """Keeps the `density` largest |U| of every Winograd kernel but the first (as the paper)."""
     layers = [l for l in model.layers if isinstance(l, WinogradConv2D)]
@@ -172,14 +199,7 @@ def test_saved_model_fails_to_load_without_the_op_and_names_the_fix(exported_vgg
     """)
     assert "Op type not registered" in out and OP_NAME in out
     # The package's loader, with the op library unavailable: the error names the op and the fix.
-    out = _run_python(f"""
-        import tensorflow as tf
-        from tf_sparse_winograd.export import load_saved_model
-        try:
-            load_saved_model({path!r})
-        except tf.errors.NotFoundError as error:
-            print("NotFoundError:", error)
-    """, TFSW_OP_LIBRARY=str(tmp_path / "missing.so"))
+    out = _load_error_without_op_library(path, tmp_path)
     assert "NotFoundError" in out and OP_NAME in out
     assert "pip install" in out and "import tf_sparse_winograd" in out
 
@@ -216,16 +236,7 @@ def test_saved_model_from_before_the_max_pool_attr_still_loads(tmp_path):
     with open(os.path.join(path, "saved_model.pb"), "wb") as f:
         f.write(saved_model.SerializeToString())
     x = np.random.default_rng(8).normal(size=(2, 13, 11, 3)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    _run_python(f"""
-        import numpy as np
-        import tensorflow as tf
-        import tf_sparse_winograd  # registers the op
-        serve = tf.saved_model.load({path!r}).signatures["serving_default"]
-        (y,) = serve(tf.constant(np.load({str(tmp_path / "x.npy")!r}))).values()
-        np.save({str(tmp_path / "y.npy")!r}, y.numpy())
-    """)
-    _assert_close(np.load(tmp_path / "y.npy"), sparse(x))
+    _assert_close(_serve_in_fresh_process(path, x, tmp_path), sparse(x))
 
 
 def test_sparse_saved_model_is_small_at_density_0_1(tmp_path):
@@ -264,24 +275,8 @@ def test_fc_only_saved_model_reloads_in_a_fresh_process_and_names_its_op(tmp_pat
     assert [type(l).__name__ for l in sparse.layers] == ["SparseDense", "Dense"]
     assert "SparseWinograd>SparseDense" in export.graph_op_types(path)
     x = rng.normal(size=(7, 300)).astype(np.float32)
-    np.save(tmp_path / "x.npy", x)
-    _run_python(f"""
-        import numpy as np
-        import tf_sparse_winograd
-        import tensorflow as tf
-        serve = tf.saved_model.load({path!r}).signatures["serving_default"]
-        (y,) = serve(tf.constant(np.load({str(tmp_path / "x.npy")!r}))).values()
-        np.save({str(tmp_path / "y.npy")!r}, y.numpy())
-    """)
-    _assert_close(np.load(tmp_path / "y.npy"), model(x))
-    out = _run_python(f"""
-        import tensorflow as tf
-        from tf_sparse_winograd.export import load_saved_model
-        try:
-            load_saved_model({path!r})
-        except tf.errors.NotFoundError as error:
-            print("NotFoundError:", error)
-    """, TFSW_OP_LIBRARY=str(tmp_path / "missing.so"))
+    _assert_close(_serve_in_fresh_process(path, x, tmp_path), model(x))
+    out = _load_error_without_op_library(path, tmp_path)
     assert "NotFoundError" in out and "'SparseWinograd>SparseDense'" in out
     assert "SparseWinograd>Conv2D" not in out.split("Original error")[0]
 

@@ -269,7 +269,8 @@ def test_malformed_kernels_are_rejected_and_never_crash():
     Uncorrupted kernels (and some corruptions that keep a kernel valid) must be accepted."""
     result = subprocess.run([sys.executable, "-c", _FUZZ_SCRIPT, "2024", "2500"],
                             capture_output=True, text=True, check=False, timeout=600)
-    assert result.returncode == 0, f"fuzz subprocess died ({result.returncode}):\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (f"fuzz subprocess died ({result.returncode}):\n"
+                                    f"{result.stderr[-3000:]}")
     line = [l for l in result.stdout.splitlines() if l.startswith("FUZZ=")][-1]
     counts = json.loads(line[len("FUZZ="):])
     assert counts["rejected"] > 1000 and counts["accepted"] > 200, counts

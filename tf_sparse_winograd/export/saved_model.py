@@ -107,7 +107,7 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
     written = graph_op_types(path)
     for layer_type, op_name in ((SparseWinogradConv2D, sparse_op_name()),
                                 (SparseDense, DENSE_OP_NAME)):
-        if any(isinstance(layer, layer_type) for layer in _layers(model)) and op_name not in written:
+        if op_name not in written and any(isinstance(l, layer_type) for l in _layers(model)):
             raise RuntimeError(f"The SavedModel written to {path} does not run the sparse op "
                                f"'{op_name}'. Is the op library built and loaded? "
                                "(tf_sparse_winograd.ops fell back to its reference path.)")

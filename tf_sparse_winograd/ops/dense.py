@@ -38,12 +38,14 @@ def sparse_dense_matmul(x, row_ptr, col_idx, values, units, bias=None, activatio
     """
     units = _check_units(units)
     if activation not in (None, "relu"):
-        raise ValueError(f"`activation` must be None or 'relu'. Received: activation={activation!r}")
+        raise ValueError("`activation` must be None or 'relu'. "
+                         f"Received: activation={activation!r}")
     library = loader.load_op_library()
     col_idx = tf.convert_to_tensor(col_idx)
     if col_idx.dtype not in (tf.int16, tf.int32):
         if not col_idx.dtype.is_integer:
-            raise TypeError(f"`col_idx` must be an integer tensor. Received: dtype={col_idx.dtype.name}")
+            raise TypeError("`col_idx` must be an integer tensor. "
+                            f"Received: dtype={col_idx.dtype.name}")
         col_idx = tf.cast(col_idx, tf.int32)
     bias = tf.zeros([0], tf.float32) if bias is None else tf.convert_to_tensor(bias, tf.float32)
     return library.sparse_winograd_sparse_dense(

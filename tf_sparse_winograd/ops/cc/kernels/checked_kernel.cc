@@ -87,8 +87,8 @@ absl::Status CheckDenseKernel(const IsaKernel& kernel, const Tensor& row_ptr,
                              "]=", cols[k]);
     }
   }
-  // Regrouped by unit group, feature block and unit (see DenseParams): a counting sort, stable, so each row lists its
-  // features in increasing order.
+  // Regrouped by unit group, feature block and unit (see DenseParams): a counting sort, stable, so
+  // each row lists its features in increasing order.
   auto result = std::make_shared<CheckedDenseKernel>();
   result->feature_blocks = (in_features + kDenseFeatureBlock - 1) / kDenseFeatureBlock;
   const int64_t rows = DenseKernelRows(result->feature_blocks, units);

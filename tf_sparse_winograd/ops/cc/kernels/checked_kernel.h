@@ -44,9 +44,9 @@ absl::Status CheckKernel(const IsaKernel& kernel, const tensorflow::Tensor& row_
                          const tensorflow::Tensor& col_idx, int64_t channels, int64_t filters,
                          std::shared_ptr<const CheckedKernel>* checked);
 
-// A sparse fully connected kernel regrouped for the kernel (see DenseParams): rows by unit
-// group, feature block and output unit, all indices in range, row_ptr non-decreasing from 0 to nnz. The values
-// are regrouped with the indices, so they are part of the copy.
+// A sparse fully connected kernel regrouped for the kernel (see DenseParams): rows by unit group,
+// feature block and output unit, all indices in range, row_ptr non-decreasing from 0 to nnz. The
+// values are regrouped with the indices, so they are part of the copy.
 struct CheckedDenseKernel {
   int64_t feature_blocks = 0;
   std::vector<int32_t> row_ptr;  // DenseKernelRows(feature_blocks, units) + 1

@@ -9,6 +9,10 @@
 #include <utility>
 
 namespace tfsw {
+
+using ::tensorflow::Tensor;
+using ::tensorflow::errors::InvalidArgument;
+
 namespace {
 
 // Grow-only, 64-byte aligned scratch memory, one per thread.
@@ -84,15 +88,53 @@ const IsaKernel& SelectKernel() {
   return generic;
 }
 
-bool RunWorkUnits(tensorflow::thread::ThreadPool* workers, int64_t units, int64_t scratch_floats,
-                  WorkUnitFn run_unit) {
+absl::Status GetReluAttr(tensorflow::OpKernelConstruction* ctx, bool* relu) {
+  std::string activation;
+  TF_RETURN_IF_ERROR(ctx->GetAttr("activation", &activation));
+  if (activation != "none" && activation != "relu") {
+    return InvalidArgument("activation must be none or relu. Received: activation=", activation);
+  }
+  *relu = activation == "relu";
+  return absl::OkStatus();
+}
+
+absl::Status CheckVectors(std::initializer_list<std::pair<const char*, const Tensor*>> tensors) {
+  for (const auto& [name, t] : tensors) {
+    if (t->dims() != 1) {
+      return InvalidArgument(name, " must be rank 1. Received: ", name, ".shape=",
+                             t->shape().DebugString());
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckValuesAndBias(const Tensor& col_idx, const Tensor& values, const Tensor& bias,
+                                int64_t outputs, const char* outputs_name) {
+  if (values.NumElements() != col_idx.NumElements()) {
+    return InvalidArgument("values and col_idx must have the same length. Received: values.shape=",
+                           values.shape().DebugString(), ", col_idx.shape=",
+                           col_idx.shape().DebugString());
+  }
+  if (bias.NumElements() != 0 && bias.NumElements() != outputs) {
+    return InvalidArgument("bias must have 0 or ", outputs_name, " = ", outputs,
+                           " elements. Received: bias.shape=", bias.shape().DebugString());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status RunWorkUnits(const char* op_name, tensorflow::thread::ThreadPool* workers,
+                          int64_t units, int64_t scratch_floats, WorkUnitFn run_unit) {
   auto work = std::make_shared<SharedUnits>(units, scratch_floats, std::move(run_unit));
   // The calling thread works too, so one helper less than the pool has threads.
   const int64_t helpers = std::min<int64_t>(workers->NumThreads(), units) - 1;
   for (int64_t h = 0; h < helpers; ++h) workers->Schedule([work] { work->Run(); });
   work->Run();
   work->WaitUntilDone();
-  return !work->out_of_memory;
+  if (work->out_of_memory) {
+    return tensorflow::errors::ResourceExhausted(op_name, " could not allocate ",
+                                                 scratch_floats * 4, " bytes of scratch");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace tfsw

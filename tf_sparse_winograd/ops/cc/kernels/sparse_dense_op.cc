@@ -4,7 +4,6 @@
 #include <cstdlib>
 #include <limits>
 #include <memory>
-#include <string>
 
 #include "checked_kernel.h"
 #include "op_runtime.h"
@@ -31,12 +30,7 @@ class SparseDenseOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("units", &units_));
     OP_REQUIRES(ctx, units_ >= 0,
                 InvalidArgument("units must be non-negative. Received: units=", units_));
-    std::string activation;
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
-    OP_REQUIRES(ctx, activation == "none" || activation == "relu",
-                InvalidArgument("activation must be none or relu. Received: activation=",
-                                activation));
-    relu_ = activation == "relu";
+    OP_REQUIRES_OK(ctx, GetReluAttr(ctx, &relu_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("debug_fill_nan", &debug_fill_nan_));
   }
 
@@ -50,29 +44,19 @@ class SparseDenseOp : public OpKernel {
     OP_REQUIRES(ctx, input.dims() == 2,
                 InvalidArgument("input must be rank 2 (batch, in_features). Received: "
                                 "input.shape=", input.shape().DebugString()));
-    for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"row_ptr", &row_ptr},
-                                  {"col_idx", &col_idx},
-                                  {"values", &values},
-                                  {"bias", &bias}}) {
-      OP_REQUIRES(ctx, t->dims() == 1,
-                  InvalidArgument(name, " must be rank 1. Received: ", name,
-                                  ".shape=", t->shape().DebugString()));
-    }
+    OP_REQUIRES_OK(ctx, CheckVectors({{"row_ptr", &row_ptr},
+                                      {"col_idx", &col_idx},
+                                      {"values", &values},
+                                      {"bias", &bias}}));
     const int64_t batch = input.dim_size(0), in_features = input.dim_size(1);
     OP_REQUIRES(ctx, row_ptr.NumElements() == in_features + 1,
                 InvalidArgument("row_ptr must have in_features + 1 = ", in_features + 1,
                                 " elements (a row per input feature). Received: row_ptr.shape=",
                                 row_ptr.shape().DebugString()));
-    const int64_t nnz = col_idx.NumElements();
-    OP_REQUIRES(ctx, values.NumElements() == nnz,
-                InvalidArgument("values and col_idx must have the same length. Received: "
-                                "values.shape=", values.shape().DebugString(),
-                                ", col_idx.shape=", col_idx.shape().DebugString()));
-    OP_REQUIRES(ctx, nnz <= std::numeric_limits<int32_t>::max(),
-                InvalidArgument("At most 2^31 - 1 nonzeros are supported. Received: ", nnz));
-    OP_REQUIRES(ctx, bias.NumElements() == 0 || bias.NumElements() == units_,
-                InvalidArgument("bias must have 0 or units = ", units_,
-                                " elements. Received: bias.shape=", bias.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, CheckValuesAndBias(col_idx, values, bias, units_, "units"));
+    OP_REQUIRES(ctx, col_idx.NumElements() <= std::numeric_limits<int32_t>::max(),
+                InvalidArgument("At most 2^31 - 1 nonzeros are supported. Received: ",
+                                col_idx.NumElements()));
     const IsaKernel& kernel = SelectKernel();
     const KernelCache::Tensors key{&row_ptr, &col_idx, &values};
     std::shared_ptr<const CheckedDenseKernel> checked = checked_kernels_.Find(key, {units_, 0});
@@ -106,16 +90,12 @@ class SparseDenseOp : public OpKernel {
 
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     PlanDenseWork(kernel.vector_width, &p);
-    const int64_t scratch_floats = kernel.dense_scratch_floats(p);
-    const bool allocated = RunWorkUnits(
-        workers, p.num_chunks * p.unit_groups, scratch_floats,
-        [&kernel, p](int64_t unit, float* scratch, int64_t* scratch_chunk) {
-          kernel.run_dense_unit(p, unit, scratch, scratch_chunk);
-        });
-    OP_REQUIRES(ctx, allocated,
-                tensorflow::errors::ResourceExhausted("SparseWinograd>SparseDense could not "
-                                                      "allocate ", scratch_floats * 4,
-                                                      " bytes of scratch"));
+    OP_REQUIRES_OK(ctx, RunWorkUnits("SparseWinograd>SparseDense", workers,
+                                     p.num_chunks * p.unit_groups, kernel.dense_scratch_floats(p),
+                                     [&kernel, p](int64_t unit, float* scratch,
+                                                  int64_t* scratch_chunk) {
+                                       kernel.run_dense_unit(p, unit, scratch, scratch_chunk);
+                                     }));
   }
 
  private:

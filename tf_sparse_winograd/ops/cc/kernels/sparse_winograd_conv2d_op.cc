@@ -39,16 +39,12 @@ class SparseWinogradConv2DOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("tile_size", &tile_size_));
     OP_REQUIRES(ctx, tile_size_ == 2 || tile_size_ == 4 || tile_size_ == 6,
                 InvalidArgument("tile_size must be 2, 4 or 6. Received: tile_size=", tile_size_));
-    std::string padding, activation;
+    std::string padding;
     OP_REQUIRES_OK(ctx, ctx->GetAttr("padding", &padding));
     OP_REQUIRES(ctx, padding == "SAME" || padding == "VALID",
                 InvalidArgument("padding must be SAME or VALID. Received: padding=", padding));
     same_ = padding == "SAME";
-    OP_REQUIRES_OK(ctx, ctx->GetAttr("activation", &activation));
-    OP_REQUIRES(ctx, activation == "none" || activation == "relu",
-                InvalidArgument("activation must be none or relu. Received: activation=",
-                                activation));
-    relu_ = activation == "relu";
+    OP_REQUIRES_OK(ctx, GetReluAttr(ctx, &relu_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("winograd_relu", &winograd_relu_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("max_pool_2x2", &max_pool_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("debug_fill_nan", &debug_fill_nan_));
@@ -69,14 +65,10 @@ class SparseWinogradConv2DOp : public OpKernel {
                 InvalidArgument("kernel_shape must be a vector of 3 int32 (a, in_channels, "
                                 "filters). Received: kernel_shape.shape=",
                                 kernel_shape.shape().DebugString()));
-    for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"row_ptr", &row_ptr},
-                                  {"col_idx", &col_idx},
-                                  {"values", &values},
-                                  {"bias", &bias}}) {
-      OP_REQUIRES(ctx, t->dims() == 1,
-                  InvalidArgument(name, " must be rank 1. Received: ", name,
-                                  ".shape=", t->shape().DebugString()));
-    }
+    OP_REQUIRES_OK(ctx, CheckVectors({{"row_ptr", &row_ptr},
+                                      {"col_idx", &col_idx},
+                                      {"values", &values},
+                                      {"bias", &bias}}));
     const auto ks = kernel_shape.flat<int32_t>();
     const int64_t a = ks(0), channels = ks(1), filters = ks(2);
     OP_REQUIRES(ctx, a == tile_size_ + 2,
@@ -93,14 +85,7 @@ class SparseWinogradConv2DOp : public OpKernel {
                 InvalidArgument("row_ptr must have a^2 * filters + 1 = ", num_rows + 1,
                                 " elements. Received: row_ptr.shape=",
                                 row_ptr.shape().DebugString()));
-    const int64_t nnz = col_idx.NumElements();
-    OP_REQUIRES(ctx, values.NumElements() == nnz,
-                InvalidArgument("values and col_idx must have the same length. Received: "
-                                "values.shape=", values.shape().DebugString(),
-                                ", col_idx.shape=", col_idx.shape().DebugString()));
-    OP_REQUIRES(ctx, bias.NumElements() == 0 || bias.NumElements() == filters,
-                InvalidArgument("bias must have 0 or filters = ", filters,
-                                " elements. Received: bias.shape=", bias.shape().DebugString()));
+    OP_REQUIRES_OK(ctx, CheckValuesAndBias(col_idx, values, bias, filters, "filters"));
     const IsaKernel& kernel = SelectKernel();
     const KernelCache::Tensors key{&row_ptr, &col_idx};
     std::shared_ptr<const CheckedKernel> checked = checked_kernels_.Find(key, {channels, filters});
@@ -155,15 +140,11 @@ class SparseWinogradConv2DOp : public OpKernel {
 
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     PlanWork(kernel.vector_width, workers->NumThreads(), &p);
-    const int64_t scratch_floats = kernel.scratch_floats(p);
-    const bool allocated = RunWorkUnits(
-        workers, p.num_blocks * p.filter_groups, scratch_floats,
-        [&kernel, p](int64_t unit, float* scratch, int64_t*) {
-          kernel.run_units(p, unit, unit + 1, scratch);
-        });
-    OP_REQUIRES(ctx, allocated,
-                tensorflow::errors::ResourceExhausted("SparseWinograd>Conv2D could not allocate ",
-                                                      scratch_floats * 4, " bytes of scratch"));
+    OP_REQUIRES_OK(ctx, RunWorkUnits("SparseWinograd>Conv2D", workers,
+                                     p.num_blocks * p.filter_groups, kernel.scratch_floats(p),
+                                     [&kernel, p](int64_t unit, float* scratch, int64_t*) {
+                                       kernel.run_units(p, unit, unit + 1, scratch);
+                                     }));
   }
 
  private:
