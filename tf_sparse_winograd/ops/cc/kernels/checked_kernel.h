@@ -26,6 +26,7 @@
 #include "absl/synchronization/mutex.h"
 #include "sparse_winograd_conv2d.h"
 #include "tensorflow/core/framework/tensor.h"
+#include "tensorflow/core/platform/errors.h"
 
 namespace tfsw {
 
@@ -70,7 +71,20 @@ class CheckedCache {
   using Tensors = std::array<const tensorflow::Tensor*, N>;
   using Sizes = std::array<int64_t, 2>;
 
-  // The checked copy made from these tensors, or nullptr.
+  // The checked copy made from these tensors: the cached one, else the one `check(checked)`
+  // makes, which is then cached. The check runs outside the lock: two calls that meet a new
+  // kernel at once may both check it, and the first copy inserted is kept.
+  template <class Check>
+  absl::Status Get(const Tensors& tensors, const Sizes& sizes, Check check,
+                   std::shared_ptr<const Checked>* checked) {
+    *checked = Find(tensors, sizes);
+    if (*checked != nullptr) return absl::OkStatus();
+    TF_RETURN_IF_ERROR(check(checked));
+    Insert(tensors, sizes, *checked);
+    return absl::OkStatus();
+  }
+
+ private:
   std::shared_ptr<const Checked> Find(const Tensors& tensors, const Sizes& sizes) {
     absl::MutexLock lock(&mu_);
     for (size_t i = entries_.size(); i-- > 0;) {
@@ -95,7 +109,6 @@ class CheckedCache {
     entries_.push_back(std::move(entry));
   }
 
- private:
   struct Entry {
     std::array<tensorflow::Tensor, N> tensors;  // references that keep the buffers unchanged
     Sizes sizes;

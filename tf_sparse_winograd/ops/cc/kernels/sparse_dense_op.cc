@@ -58,12 +58,14 @@ class SparseDenseOp : public OpKernel {
                 InvalidArgument("At most 2^31 - 1 nonzeros are supported. Received: ",
                                 col_idx.NumElements()));
     const IsaKernel& kernel = SelectKernel();
-    const KernelCache::Tensors key{&row_ptr, &col_idx, &values};
-    std::shared_ptr<const CheckedDenseKernel> checked = checked_kernels_.Find(key, {units_, 0});
-    if (checked == nullptr) {
-      OP_REQUIRES_OK(ctx, CheckDenseKernel(kernel, row_ptr, col_idx, values, units_, &checked));
-      checked_kernels_.Insert(key, {units_, 0}, checked);
-    }
+    std::shared_ptr<const CheckedDenseKernel> checked;
+    OP_REQUIRES_OK(ctx, checked_kernels_.Get(
+                            {&row_ptr, &col_idx, &values}, {units_, 0},
+                            [&](std::shared_ptr<const CheckedDenseKernel>* copy) {
+                              return CheckDenseKernel(kernel, row_ptr, col_idx, values, units_,
+                                                      copy);
+                            },
+                            &checked));
 
     Tensor* output = nullptr;
     OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, units_}), &output));
@@ -102,9 +104,7 @@ class SparseDenseOp : public OpKernel {
   int64_t units_ = 0;
   bool relu_ = false;
   bool debug_fill_nan_ = false;
-  // row_ptr, col_idx, values; units.
-  using KernelCache = CheckedCache<CheckedDenseKernel, 3>;
-  KernelCache checked_kernels_;
+  CheckedCache<CheckedDenseKernel, 3> checked_kernels_;  // row_ptr, col_idx, values; units
 };
 
 }  // namespace

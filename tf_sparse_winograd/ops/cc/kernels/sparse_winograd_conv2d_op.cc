@@ -87,12 +87,13 @@ class SparseWinogradConv2DOp : public OpKernel {
                                 row_ptr.shape().DebugString()));
     OP_REQUIRES_OK(ctx, CheckValuesAndBias(col_idx, values, bias, filters, "filters"));
     const IsaKernel& kernel = SelectKernel();
-    const KernelCache::Tensors key{&row_ptr, &col_idx};
-    std::shared_ptr<const CheckedKernel> checked = checked_kernels_.Find(key, {channels, filters});
-    if (checked == nullptr) {
-      OP_REQUIRES_OK(ctx, CheckKernel(kernel, row_ptr, col_idx, channels, filters, &checked));
-      checked_kernels_.Insert(key, {channels, filters}, checked);
-    }
+    std::shared_ptr<const CheckedKernel> checked;
+    OP_REQUIRES_OK(ctx, checked_kernels_.Get(
+                            {&row_ptr, &col_idx}, {channels, filters},
+                            [&](std::shared_ptr<const CheckedKernel>* copy) {
+                              return CheckKernel(kernel, row_ptr, col_idx, channels, filters, copy);
+                            },
+                            &checked));
 
     const int64_t batch = input.dim_size(0), in_h = input.dim_size(1), in_w = input.dim_size(2);
     const int64_t out_h = same_ ? in_h : in_h - 2, out_w = same_ ? in_w : in_w - 2;
@@ -154,8 +155,7 @@ class SparseWinogradConv2DOp : public OpKernel {
   bool winograd_relu_ = false;
   bool max_pool_ = false;
   bool debug_fill_nan_ = false;
-  using KernelCache = CheckedCache<CheckedKernel, 2>;  // row_ptr, col_idx; channels, filters
-  KernelCache checked_kernels_;
+  CheckedCache<CheckedKernel, 2> checked_kernels_;  // row_ptr, col_idx; channels, filters
 };
 
 }  // namespace
