@@ -26,13 +26,6 @@ from tf_sparse_winograd import ops  # pylint: disable=wrong-import-position
 CHAINED_CALLS = 20
 
 
-def csr_by_input(kernel):
-    rows, cols = np.nonzero(kernel)
-    counts = np.bincount(rows, minlength=kernel.shape[0])
-    row_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    return row_ptr, cols.astype(np.int16), kernel[rows, cols]
-
-
 def chained(layer):
     @tf.function
     def run(x):
@@ -77,7 +70,7 @@ def main():
                   * (rng.random((in_features, units)) < density)).astype(np.float32)
         bias = tf.constant(rng.normal(size=units).astype(np.float32))
         dense_kernel = tf.constant(kernel)
-        row_ptr, col_idx, values = (tf.constant(a) for a in csr_by_input(kernel))
+        row_ptr, col_idx, values = (tf.constant(a) for a in ops.pack_dense_kernel(kernel))
         functions = {
             "dense": chained(lambda x: tf.nn.relu(tf.matmul(x, dense_kernel) + bias)),
             "sparse": chained(lambda x: ops.sparse_dense_matmul(

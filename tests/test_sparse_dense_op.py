@@ -29,14 +29,6 @@ def _restore_environment():
             os.environ[name] = value
 
 
-def _csr_by_input(kernel, index_dtype=np.int32):
-    """(row_ptr, col_idx, values) of a dense (in_features, units) kernel, a row per feature."""
-    rows, cols = np.nonzero(kernel)
-    counts = np.bincount(rows, minlength=kernel.shape[0])
-    row_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    return row_ptr, cols.astype(index_dtype), kernel[rows, cols].astype(np.float32)
-
-
 def _random_case(rng, batch, in_features, units, density):
     kernel = (rng.normal(size=(in_features, units))
               * (rng.random((in_features, units)) < density)).astype(np.float32)
@@ -46,7 +38,7 @@ def _random_case(rng, batch, in_features, units, density):
 
 
 def _check_against_reference(x, kernel, bias, relu, index_dtype):
-    row_ptr, col_idx, values = _csr_by_input(kernel, index_dtype)
+    row_ptr, col_idx, values = ops.pack_dense_kernel(kernel, index_dtype)
     y = ops.sparse_dense_matmul(x, row_ptr, col_idx, values, kernel.shape[1], bias=bias,
                                 activation="relu" if relu else None, debug_fill_nan=True)
     y = y.numpy()
@@ -117,7 +109,7 @@ def test_nan_and_inf_reach_the_outputs_whose_weights_are_stored(isa):
     rng = np.random.default_rng(3)
     x, kernel, _ = _random_case(rng, 20, 300, 70, 0.3)
     x[3, 7], x[11, 280] = np.nan, np.inf
-    row_ptr, col_idx, values = _csr_by_input(kernel)
+    row_ptr, col_idx, values = ops.pack_dense_kernel(kernel, np.int32)
     nan_units, inf_units = kernel[7] != 0, kernel[280] != 0
     y = ops.sparse_dense_matmul(x, row_ptr, col_idx, values, 70).numpy()
     assert np.isnan(y[3, nan_units]).all() and np.isfinite(y[3, ~nan_units]).all()
@@ -176,7 +168,7 @@ def test_kernel_in_variables_updated_between_calls_is_seen():
     """The node keeps a regrouped copy of the values too: an update must not go unseen."""
     rng = np.random.default_rng(8)
     x, kernel, _ = _random_case(rng, 6, 300, 20, 0.4)
-    row_ptr, col_idx, values = _csr_by_input(kernel)
+    row_ptr, col_idx, values = ops.pack_dense_kernel(kernel, np.int32)
     variables = [tf.Variable(row_ptr), tf.Variable(col_idx), tf.Variable(values)]
 
     @tf.function
@@ -188,7 +180,7 @@ def test_kernel_in_variables_updated_between_calls_is_seen():
     np.testing.assert_allclose(run(x), x @ (kernel + (kernel != 0)), rtol=1e-4, atol=1e-4)
     # A new sparsity pattern of the same size: the first feature's nonzeros moved to unit 0..
     shifted = kernel.copy()
-    row_ptr2, col_idx2, values2 = _csr_by_input(shifted)
+    row_ptr2, col_idx2, values2 = ops.pack_dense_kernel(shifted, np.int32)
     col_idx2 = (col_idx2 + 1) % 20
     for variable, value in zip(variables, (row_ptr2, col_idx2, values2)):
         variable.assign(value)
@@ -202,7 +194,7 @@ def test_eager_kernels_of_one_shape_alternate_through_the_cache():
     rng = np.random.default_rng(9)
     x = rng.normal(size=(4, 70)).astype(np.float32)
     kernels = [_random_case(rng, 1, 70, 9, 0.5)[1] for _ in range(6)]
-    packed = [[tf.constant(a) for a in _csr_by_input(k)] for k in kernels]
+    packed = [[tf.constant(a) for a in ops.pack_dense_kernel(k, np.int32)] for k in kernels]
     for _ in range(2):
         for kernel, (row_ptr, col_idx, values) in zip(kernels, packed):
             y = ops.sparse_dense_matmul(x, row_ptr, col_idx, values, 9)

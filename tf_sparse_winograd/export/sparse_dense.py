@@ -15,8 +15,10 @@ import tensorflow as tf
 _PACKAGE = "tf_sparse_winograd"
 
 
-def _index_dtype(units):
-    return "int16" if units <= np.iinfo(np.int16).max else "int32"
+def _ops():
+    """The ops module, imported on first use so that importing the layer never loads the op."""
+    from tf_sparse_winograd import ops  # pylint: disable=import-outside-toplevel
+    return ops
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -47,7 +49,7 @@ class SparseDense(keras.layers.Layer):
         self.row_ptr = self.add_weight(name="row_ptr", shape=(self.in_features + 1,),
                                        dtype="int32", initializer="zeros", trainable=False)
         self.col_idx = self.add_weight(name="col_idx", shape=(self.nnz,),
-                                       dtype=_index_dtype(self.units), initializer="zeros",
+                                       dtype=_ops().dense_index_dtype(self.units), initializer="zeros",
                                        trainable=False)
         self.values = self.add_weight(name="values", shape=(self.nnz,), dtype="float32",
                                       initializer="zeros", trainable=False)
@@ -56,11 +58,10 @@ class SparseDense(keras.layers.Layer):
                      if self.use_bias else None)
 
     def call(self, inputs):
-        from tf_sparse_winograd import ops  # pylint: disable=import-outside-toplevel
         inputs = tf.cast(inputs, tf.float32)
         fused = keras.activations.serialize(self.activation) == "relu"
         flat = inputs if inputs.shape.rank == 2 else tf.reshape(inputs, [-1, self.in_features])
-        outputs = ops.sparse_dense_matmul(
+        outputs = _ops().sparse_dense_matmul(
             flat, tf.convert_to_tensor(self.row_ptr), tf.convert_to_tensor(self.col_idx),
             tf.convert_to_tensor(self.values), self.units,
             bias=tf.convert_to_tensor(self.bias) if self.use_bias else None,
@@ -85,18 +86,14 @@ class SparseDense(keras.layers.Layer):
     @classmethod
     def from_kernel(cls, kernel, bias=None, activation=None, name=None, **kwargs):
         """A built layer holding the nonzeros of a dense (in_features, units) kernel."""
-        kernel = np.asarray(kernel, dtype=np.float32)
-        if kernel.ndim != 2:
-            raise ValueError(f"`kernel` must be 2-D (in_features, units). Received: shape={kernel.shape}")
-        in_features, units = kernel.shape
-        rows, cols = np.nonzero(kernel)  # row-major: sorted by row
-        layer = cls(units, in_features, len(rows), use_bias=bias is not None,
+        row_ptr, col_idx, values = _ops().pack_dense_kernel(kernel)
+        in_features, units = len(row_ptr) - 1, np.shape(kernel)[1]
+        layer = cls(units, in_features, len(values), use_bias=bias is not None,
                     activation=activation, name=name, **kwargs)
         layer.build((None, in_features))
-        counts = np.bincount(rows, minlength=in_features)
-        layer.row_ptr.assign(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-        layer.col_idx.assign(cols.astype(_index_dtype(units)))
-        layer.values.assign(kernel[rows, cols])
+        layer.row_ptr.assign(row_ptr)
+        layer.col_idx.assign(col_idx)
+        layer.values.assign(values)
         if bias is not None:
             layer.bias.assign(np.asarray(bias, np.float32))
         return layer

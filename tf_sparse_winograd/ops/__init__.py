@@ -3,6 +3,8 @@ wrappers and the lazy loader."""
 
 from tf_sparse_winograd.ops.conv import reference_conv2d
 from tf_sparse_winograd.ops.conv import sparse_winograd_conv2d
+from tf_sparse_winograd.ops.dense import dense_index_dtype
+from tf_sparse_winograd.ops.dense import pack_dense_kernel
 from tf_sparse_winograd.ops.dense import sparse_dense_matmul
 from tf_sparse_winograd.ops.loader import OpLibraryError
 from tf_sparse_winograd.ops.loader import load_op_library
@@ -11,4 +13,5 @@ from tf_sparse_winograd.ops.packing import pack_kernel
 from tf_sparse_winograd.ops.packing import unpack_kernel
 
 __all__ = ["PackedKernel", "pack_kernel", "unpack_kernel", "sparse_winograd_conv2d",
-           "reference_conv2d", "sparse_dense_matmul", "load_op_library", "OpLibraryError"]
+           "reference_conv2d", "dense_index_dtype", "pack_dense_kernel",
+           "sparse_dense_matmul", "load_op_library", "OpLibraryError"]
