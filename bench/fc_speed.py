@@ -8,7 +8,7 @@ to each density. TF's side: tf.matmul + bias + relu with W a tf.constant inside 
 (oneDNN). Ours: `ops.sparse_dense_matmul` on the CSR constants (int16 indices) with the ReLU
 fused. Each sample runs 20 calls chained in one graph (each call's input depends on the last
 call's output through a zero-weighted scalar, so the calls neither overlap nor get folded away);
-intra-op threads 2, inter-op 1; the two sides are timed interleaved, their order alternating, and
+intra-op threads 2, inter-op 1; the two sides are timed interleaved (bench/interleaved.py), and
 the median sample is kept. Ratio = TF time / op time (> 1: ours faster).
 """
 
@@ -22,6 +22,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from tf_sparse_winograd import ops  # pylint: disable=wrong-import-position
+from interleaved import measure  # pylint: disable=wrong-import-position
 
 CHAINED_CALLS = 20
 
@@ -37,17 +38,18 @@ def chained(layer):
 
 
 def median_ms(functions, x, reps):
-    times = {name: [] for name in functions}
-    for fn in functions.values():
-        fn(x)
-    for rep in range(reps):
-        order = list(functions.items())
-        for name, fn in order if rep % 2 else order[::-1]:
+    """Median ms per call of each function, sampled interleaved (5 runs of the chain a sample)."""
+    def sampler(fn):
+        def sample():
             start = time.perf_counter()
             for _ in range(5):
                 fn(x)
-            times[name].append((time.perf_counter() - start) / 5 / CHAINED_CALLS * 1e3)
-    return {name: float(np.median(t)) for name, t in times.items()}
+            return (time.perf_counter() - start) / 5 / CHAINED_CALLS * 1e3
+        return sample
+    for fn in functions.values():
+        fn(x)
+    results = measure([sampler(fn) for fn in functions.values()], reps)
+    return {name: median for name, (_, median) in zip(functions, results)}
 
 
 def main():

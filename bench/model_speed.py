@@ -20,6 +20,7 @@ them alike; the best round is reported (and the median, for scale). Usage:
                               [--unfused_pools] [--dense_fc]
 """
 
+import functools
 import itertools
 import os
 import sys
@@ -38,6 +39,7 @@ import models  # pylint: disable=wrong-import-position
 from models.batch_norm_stats import randomize_batch_norms  # pylint: disable=wrong-import-position
 from tf_sparse_winograd import export  # pylint: disable=wrong-import-position
 from tf_sparse_winograd import pruning  # pylint: disable=wrong-import-position
+from interleaved import measure  # pylint: disable=wrong-import-position
 
 _DENSITIES = flags.DEFINE_list("densities", ["0.4", "0.1"], "Winograd kernel densities.")
 _TILE_SIZES = flags.DEFINE_list("tile_sizes", ["2", "4"], "Winograd tile sizes.")
@@ -150,20 +152,16 @@ def main(argv):
             if name.startswith("spatial"):
                 np.testing.assert_allclose(out, reference, rtol=1e-3,
                                            atol=1e-3 * np.abs(reference).max())
-        times = {name: [] for name in variants}
-        names = list(variants)
-        for round_index in range(_ROUNDS.value):
-            # The order rotates every round: the first function of a round measured 1-2% slower.
-            start = round_index % len(names)
-            for name in names[start:] + names[:start]:
-                times[name].append(_time_once(variants[name], x, _MIN_SECONDS.value))
-        best = {name: min(t) for name, t in times.items()}
+        results = measure([functools.partial(_time_once, fn, x, _MIN_SECONDS.value)
+                           for fn in variants.values()], _ROUNDS.value)
+        best = {name: b for name, (b, _) in zip(variants, results)}
+        median = {name: m for name, (_, m) in zip(variants, results)}
         print(f"\n### batch {batch}\n")
         print("| variant | best ms | median ms | images/s | speedup vs spatial Keras | "
               "vs spatial SavedModel | vs spatial frozen |")
         print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
         for name in variants:
-            print(f"| {name} | {best[name] * 1e3:.2f} | {np.median(times[name]) * 1e3:.2f} | "
+            print(f"| {name} | {best[name] * 1e3:.2f} | {median[name] * 1e3:.2f} | "
                   f"{batch / best[name]:.0f} | {best['spatial Keras'] / best[name]:.2f}x | "
                   f"{best['spatial SavedModel'] / best[name]:.2f}x | "
                   f"{best['spatial frozen'] / best[name]:.2f}x |")

@@ -19,7 +19,6 @@ only) and subtracting TFSW_STAGE_MASK=0 (argument checks and dispatch); its usef
 
 import argparse
 import os
-import statistics
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -28,6 +27,7 @@ import numpy as np  # pylint: disable=wrong-import-position
 import tensorflow as tf  # pylint: disable=wrong-import-position
 
 from tf_sparse_winograd import ops  # pylint: disable=wrong-import-position
+from interleaved import measure  # pylint: disable=wrong-import-position
 
 LAYERS = [  # (H = W, in_channels, filters): VGG-nagadomi's conv shapes
     (32, 64, 64), (16, 64, 128), (16, 128, 128), (8, 128, 256), (8, 256, 256)]
@@ -111,20 +111,6 @@ def pruned_positions(rng, shape, density, filter_block):
     blocks = -(-filters // filter_block)
     pruned = rng.random(shape[:-1] + (blocks,)) >= density
     return np.repeat(pruned, filter_block, axis=-1)[..., :filters]
-
-
-def measure(samplers, reps):
-    """Interleaved: one sample of each function per round; returns (best, median) per function.
-
-    The order rotates every round: two identical functions measured 1.2-1.8% apart by their
-    position in a fixed order (the first of a round slower).
-    """
-    results = [[] for _ in samplers]
-    for round_index in range(reps):
-        start = round_index % len(samplers)
-        for i in list(range(start, len(samplers))) + list(range(start)):
-            results[i].append(samplers[i]())
-    return [(min(r), statistics.median(r)) for r in results]
 
 
 def with_env(name, value, fn):
