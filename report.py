@@ -7,12 +7,9 @@ Every results.json under the given directories is used. See docs/training.md.
 """
 
 import os
-import sys
 
 from absl import app
 from absl import flags
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_list("runs", None, "Run directories (train.py --model_dir values) to collect.")
 flags.DEFINE_string("out_dir", None, "Where the PNGs and report.md go (default: first run dir).")

@@ -7,15 +7,12 @@
 See docs/training.md. The logic lives in tf_sparse_winograd.training.
 """
 
-import os
 import sys
 
 from absl import app
 from absl import flags
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # For the repository's models/.
-
-from tf_sparse_winograd.training import config as config_lib  # noqa: E402
+from tf_sparse_winograd.training import config as config_lib
 
 _D = config_lib.TrainConfig()
 

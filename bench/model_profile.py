@@ -11,7 +11,6 @@ overlap a little with each other (intra-op threads), so the table is for proport
 
 import collections
 import os
-import sys
 import tempfile
 
 from absl import app
@@ -20,12 +19,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import models  # pylint: disable=wrong-import-position
-from models.batch_norm_stats import randomize_batch_norms  # pylint: disable=wrong-import-position
-from tf_sparse_winograd import export  # pylint: disable=wrong-import-position
-from tf_sparse_winograd import pruning  # pylint: disable=wrong-import-position
+from tf_sparse_winograd import models
+from tf_sparse_winograd.models.batch_norm_stats import randomize_batch_norms
+from tf_sparse_winograd import export
+from tf_sparse_winograd import pruning
 
 _CONV_TYPE = flags.DEFINE_enum("conv_type", "winograd", ["spatial", "winograd", "winograd_relu"],
                                "Architecture; spatial is exported dense, as the baseline.")

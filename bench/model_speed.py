@@ -23,7 +23,6 @@ them alike; the best round is reported (and the median, for scale). Usage:
 import functools
 import itertools
 import os
-import sys
 import tempfile
 import time
 
@@ -33,13 +32,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import models  # pylint: disable=wrong-import-position
-from models.batch_norm_stats import randomize_batch_norms  # pylint: disable=wrong-import-position
-from tf_sparse_winograd import export  # pylint: disable=wrong-import-position
-from tf_sparse_winograd import pruning  # pylint: disable=wrong-import-position
-from interleaved import measure  # pylint: disable=wrong-import-position
+from tf_sparse_winograd import models
+from tf_sparse_winograd.models.batch_norm_stats import randomize_batch_norms
+from tf_sparse_winograd import export
+from tf_sparse_winograd import pruning
+from interleaved import measure
 
 _DENSITIES = flags.DEFINE_list("densities", ["0.4", "0.1"], "Winograd kernel densities.")
 _TILE_SIZES = flags.DEFINE_list("tile_sizes", ["2", "4"], "Winograd tile sizes.")

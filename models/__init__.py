@@ -1,14 +1,23 @@
-"""Model builders for the paper's networks (used from the repository, not installed).
+"""Model builders for the paper's networks, installed as `tf_sparse_winograd.models`.
+
+The sources live in the repository's top-level `models/` directory and are installed (and, with
+`pip install -e`, mapped) as the subpackage `tf_sparse_winograd.models`, so that the training
+library works outside the repository and nothing named `models` lands in site-packages.
 
 `build_model(name, input_shape, num_classes, conv_type, tile_size, weight_decay, width)` is the
 single entry point used by train.py; every builder accepts any input size and channel count.
 """
 
-from models import convpool_cnn_c
-from models import resnet18
-from models import vgg_nagadomi
-from models.conv_block import CONV_TYPES
-from models.conv_block import check_conv_type
+if __name__ != "tf_sparse_winograd.models":
+    raise ImportError("The repository's models/ directory is the package `tf_sparse_winograd.models`; "
+                      "import it under that name (after `pip install -e .`). "
+                      f"Received: import as {__name__!r}")
+
+from tf_sparse_winograd.models import convpool_cnn_c
+from tf_sparse_winograd.models import resnet18
+from tf_sparse_winograd.models import vgg_nagadomi
+from tf_sparse_winograd.models.conv_block import CONV_TYPES
+from tf_sparse_winograd.models.conv_block import check_conv_type
 
 BUILDERS = {
     "vgg_nagadomi": vgg_nagadomi.build,

@@ -8,7 +8,7 @@ spatial ReLU even for 'winograd_relu'. Batch norm follows every conv; dropout 0.
 
 import keras
 
-from models import conv_block
+from tf_sparse_winograd.models import conv_block
 
 CONV_PLAN = (96, 96, 96, "pool", 192, 192, 192, "pool", 192)
 

@@ -14,7 +14,7 @@ conv but the stem reads ReLU'd Winograd tiles, as in the paper's Figure 1c.
 
 import keras
 
-from models import conv_block
+from tf_sparse_winograd.models import conv_block
 
 STAGES = (64, 128, 256, 512)
 BLOCKS_PER_STAGE = 2

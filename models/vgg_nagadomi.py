@@ -9,7 +9,7 @@ paper's network).
 
 import keras
 
-from models import conv_block
+from tf_sparse_winograd.models import conv_block
 
 CONV_PLAN = (64, 64, "pool", 128, 128, "pool", 256, 256, 256, 256, "pool")
 FC_UNITS = (1024, 1024)

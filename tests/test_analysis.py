@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-import models
+from tf_sparse_winograd import models
 from tf_sparse_winograd import analysis
 from tf_sparse_winograd import transforms
 from tf_sparse_winograd.layers import WinogradConv2D

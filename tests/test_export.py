@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from models.batch_norm_stats import randomize_batch_norms
+from tf_sparse_winograd.models.batch_norm_stats import randomize_batch_norms
 from tf_sparse_winograd import export
 from tf_sparse_winograd.layers.sparse_winograd_conv2d import SparseWinogradConv2D
 from tf_sparse_winograd.layers.winograd_conv2d import WinogradConv2D
@@ -70,7 +70,7 @@ def _prune_winograd_kernels(model, density):
 
 def _vgg(conv_type, tile_size, density, seed=0, **kwargs):
     """VGG-nagadomi; below density 1 pruned one-shot (Winograd and FC kernels, not the first conv)."""
-    import models  # pylint: disable=import-outside-toplevel
+    from tf_sparse_winograd import models  # pylint: disable=import-outside-toplevel
     from tf_sparse_winograd import pruning  # pylint: disable=import-outside-toplevel
     keras.utils.set_random_seed(seed)
     model = models.vgg_nagadomi.build(INPUT_SHAPE, 10, conv_type=conv_type, tile_size=tile_size,

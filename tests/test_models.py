@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-import models
+from tf_sparse_winograd import models
 from tf_sparse_winograd import data
 from tf_sparse_winograd.layers import WinogradConv2D
 

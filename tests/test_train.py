@@ -97,7 +97,7 @@ def test_train_py_with_idx_files_and_restart_at_a_phase(tmp_path):
 
 
 def test_density_per_layer_and_errors(tmp_path):
-    import models
+    from tf_sparse_winograd import models
     config = _tiny_config(tmp_path, density=(0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3))
     model = models.build_model("vgg_nagadomi", (28, 28, 1), 10, "winograd", width=0.0625)
     spec = phases.density_by_layer(model, config)

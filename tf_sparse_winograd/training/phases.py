@@ -24,6 +24,7 @@ from absl import logging
 
 from tf_sparse_winograd import analysis
 from tf_sparse_winograd import data
+from tf_sparse_winograd import models
 from tf_sparse_winograd.layers import WinogradConv2D
 from tf_sparse_winograd.training import checkpointing
 from tf_sparse_winograd.training import config as config_lib
@@ -46,7 +47,6 @@ def _load_datasets(config):
 
 
 def build_model(config, info):
-    import models  # The repository's model package (not installed), imported when needed.
     return models.build_model(config.model, info["image_shape"], info["num_classes"],
                               config.conv_type, config.tile_size, config.weight_decay,
                               config.width)
