@@ -1,17 +1,21 @@
 """Builds the package and compiles the SparseWinograd op library against the installed TF.
 
 `pip install .` and `pip install -e .` both compile `tf_sparse_winograd/ops/_sparse_winograd_ops.so`
-with tf_sparse_winograd/ops/build.py (g++, flags from tf.sysconfig). Under pip's build isolation
-TensorFlow is not importable here; build.py then asks the same interpreter in a subprocess
-without the isolation's environment, so the library matches the TensorFlow actually installed.
+with tf_sparse_winograd/ops/build.py (g++, flags from tf.sysconfig). The build backend
+(build_backend.py) makes sure a TensorFlow is there to compile against: the one already installed,
+or the same requirement installed into pip's isolated build environment.
+
+The repository's top-level `models/` directory is installed as `tf_sparse_winograd.models`.
 """
 
 import importlib.util
 import os
 
 from setuptools import Extension
+from setuptools import find_packages
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
+from setuptools.errors import CompileError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 OPS_DIR = os.path.join(ROOT, "tf_sparse_winograd", "ops")
@@ -34,12 +38,18 @@ class BuildOpLibrary(build_ext):
 
     def build_extension(self, ext):
         op_build = _load_op_build()
-        output = self.get_ext_fullpath(ext.name)
-        op_build.build_library(output)
+        try:
+            op_build.build_library(self.get_ext_fullpath(ext.name))
+        except op_build.BuildError as error:
+            # setuptools prints a CompileError as one "error: ..." line, without a traceback.
+            raise CompileError(str(error)) from None
 
 
 _op_build = _load_op_build()
 setup(
+    packages=find_packages(include=["tf_sparse_winograd", "tf_sparse_winograd.*"])
+    + ["tf_sparse_winograd.models"],
+    package_dir={"tf_sparse_winograd.models": "models"},
     ext_modules=[Extension(
         "tf_sparse_winograd.ops._sparse_winograd_ops",
         sources=[os.path.relpath(os.path.join(_op_build.CC_DIR, s), ROOT)

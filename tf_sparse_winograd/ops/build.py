@@ -3,9 +3,10 @@
     python -m tf_sparse_winograd.ops.build [--output PATH] [--cxx g++] [--jobs N]
 
 setup.py calls `build_library` too, so `pip install .` and `pip install -e .` do the same thing.
-The flags come from `tf.sysconfig`; when TensorFlow cannot be imported in this interpreter (pip's
-build isolation hides the installed packages), they are read by running the same Python in a
-subprocess without the isolation variables. The TensorFlow version is compiled into the
+The flags come from `tf.sysconfig` of the TensorFlow this interpreter imports: inside pip's
+isolated build that is the one the build backend put there (build_backend.py); when there is none,
+they are read by running the same Python in a subprocess without the isolation variables, which
+sees the TensorFlow already installed in the target environment. The TensorFlow version is compiled into the
 library itself, as the string `tfsw-built-for-tensorflow=<version>`
 (a file beside it would not survive setuptools' copying of editable builds); the loader reads it
 without loading the library and refuses one built for another TensorFlow.
@@ -47,6 +48,12 @@ SOURCES = {
 COMMON_FLAGS = ["-O3", "-fPIC", "-std=c++17", "-DNDEBUG", "-Wall", "-Wno-unknown-pragmas",
                 "-Wno-sign-compare"]
 
+
+
+class BuildError(RuntimeError):
+    """The library cannot be built: no compiler, no TensorFlow, or a failed compile or link."""
+
+
 _INFO_SCRIPT = (
     "import json, tensorflow as tf; "
     "print('TFSW_INFO=' + json.dumps({'version': tf.__version__, "
@@ -72,7 +79,7 @@ def tensorflow_info(python=None):
     for line in result.stdout.splitlines():
         if line.startswith("TFSW_INFO="):
             return json.loads(line[len("TFSW_INFO="):])
-    raise RuntimeError(
+    raise BuildError(
         "Could not import tensorflow to get its compile flags (tried this interpreter and "
         f"{python}). Install tensorflow first. Output:\n{result.stdout}\n{result.stderr}")
 
@@ -81,7 +88,7 @@ def _compile(cxx, source, obj, flags):
     command = [cxx, "-c", source, "-o", obj] + flags
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
-        raise RuntimeError(f"Compilation failed: {shlex.join(command)}\n{result.stderr}")
+        raise BuildError(f"Compilation failed: {shlex.join(command)}\n{result.stderr}")
     return obj
 
 
@@ -89,7 +96,10 @@ def build_library(output=DEFAULT_OUTPUT, cxx=None, jobs=None, verbose=True):
     """Compiles and links the op library to `output`; returns its path."""
     cxx = cxx or os.environ.get("CXX", "g++")
     if shutil.which(cxx) is None:
-        raise RuntimeError(f"C++ compiler {cxx!r} not found; install g++ (apt-get install g++).")
+        raise BuildError(
+            f"No C++ compiler: {cxx!r} is not on PATH. The SparseWinograd op library is compiled "
+            "when the package is installed and needs a C++17 compiler: install g++ (Debian/Ubuntu: "
+            "apt-get install g++), or name another one in the CXX environment variable.")
     info = tensorflow_info()
     jobs = jobs or max(1, min(len(SOURCES), os.cpu_count() or 1))
     output = os.path.abspath(output)
@@ -110,7 +120,7 @@ def build_library(output=DEFAULT_OUTPUT, cxx=None, jobs=None, verbose=True):
         command = [cxx, "-shared", "-o", temp_output] + objects + info["link"] + ["-O3"]
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
-            raise RuntimeError(f"Link failed: {shlex.join(command)}\n{result.stderr}")
+            raise BuildError(f"Link failed: {shlex.join(command)}\n{result.stderr}")
         shutil.move(temp_output, output)  # atomic enough: a loaded old library stays mapped
     if verbose:
         print(f"[tfsw build] wrote {output} (TensorFlow {info['version']})", flush=True)
@@ -138,7 +148,10 @@ def main(argv=None):
     parser.add_argument("--cxx", default=None)
     parser.add_argument("--jobs", type=int, default=None)
     args = parser.parse_args(argv)
-    build_library(args.output, args.cxx, args.jobs)
+    try:
+        build_library(args.output, args.cxx, args.jobs)
+    except BuildError as error:
+        sys.exit(f"error: {error}")
 
 
 if __name__ == "__main__":
