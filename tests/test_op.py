@@ -772,18 +772,6 @@ def test_more_than_65536_input_channels_use_32_bit_column_indices(isa):
 
 
 # ------------------------------------------------------------------------------ loader
-def test_loader_names_the_fix_when_missing_or_stale(tmp_path, monkeypatch):
-    monkeypatch.setattr(loader, "_LIBRARY", None)
-    monkeypatch.setenv("TFSW_OP_LIBRARY", str(tmp_path / "missing.so"))
-    with pytest.raises(ops.OpLibraryError, match="pip install"):
-        loader.load_op_library()
-    stale = tmp_path / "stale.so"
-    stale.write_bytes(b"\x7fELF junk tfsw-built-for-tensorflow=1.15.0\x00 junk")
-    monkeypatch.setenv("TFSW_OP_LIBRARY", str(stale))
-    with pytest.raises(ops.OpLibraryError, match="built for TensorFlow 1.15.0.*build"):
-        loader.load_op_library()
-
-
 def test_library_records_the_tensorflow_version():
     from tf_sparse_winograd.ops import build  # pylint: disable=import-outside-toplevel
     assert build.built_for_version(loader.library_path()) == tf.__version__

@@ -184,7 +184,7 @@ def _output_transform(m_tiles, tile_size, batch, tiles_h, tiles_w, out_height, o
     """Y = A^T M A for every tile (slices and additions, fused by XLA), placed and cropped."""
     _, _, AT = transforms.transform_matrices(tile_size)
     a, m = tile_size + 2, tile_size
-    filters = m_tiles.shape[-1]
+    filters = m_tiles.shape[-1] if m_tiles.shape[-1] is not None else tf.shape(m_tiles)[-1]
     coordinates = tf.unstack(tf.reshape(m_tiles, [a * a, batch, tiles_h, tiles_w, filters]))
     outputs = []
     for u in range(m):

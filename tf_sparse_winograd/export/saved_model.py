@@ -15,15 +15,12 @@ from tf_sparse_winograd.export.sparse_dense import SparseDense
 from tf_sparse_winograd.layers.sparse_winograd_conv2d import SparseWinogradConv2D
 
 SIGNATURE_KEY = "serving_default"
-DEFAULT_OP_NAME = "SparseWinograd>Conv2D"
-DENSE_OP_NAME = "SparseWinograd>SparseDense"
 _OP_PREFIX = "SparseWinograd>"
 
 
-def sparse_op_name():
-    """The registered name of the sparse convolution op."""
+def _ops():
     from tf_sparse_winograd import ops  # pylint: disable=import-outside-toplevel
-    return getattr(ops, "OP_NAME", DEFAULT_OP_NAME)
+    return ops
 
 
 def _layers(model):
@@ -82,6 +79,8 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
       The Keras model that was exported (the sparse clone when a conversion took place).
 
     Raises:
+      OpLibraryError: if the model has sparse layers and the op library cannot be loaded (the
+        layers would fall back to plain TF ops, which a sparse SavedModel must not contain).
       RuntimeError: if the model has sparse layers but the written graph lacks the sparse op.
     """
     if convert and any(replaced_by_to_sparse(layer, sparse_dense_max_density)
@@ -89,6 +88,8 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
         model = to_sparse(model, fold_batch_norm=fold_batch_norm, fuse_relu=fuse_relu,
                           fuse_max_pool=fuse_max_pool,
                           sparse_dense_max_density=sparse_dense_max_density)
+    if any(isinstance(l, (SparseWinogradConv2D, SparseDense)) for l in _layers(model)):
+        _ops().load_op_library()  # The export runs the op: an OpLibraryError says why it cannot.
     specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype, name=t.name)
              for t in model.inputs]
 
@@ -105,12 +106,12 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
     module.serve = serve
     tf.saved_model.save(module, path, signatures={SIGNATURE_KEY: serve})
     written = graph_op_types(path)
-    for layer_type, op_name in ((SparseWinogradConv2D, sparse_op_name()),
-                                (SparseDense, DENSE_OP_NAME)):
+    ops = _ops()
+    for layer_type, op_name in ((SparseWinogradConv2D, ops.CONV_OP_NAME),
+                                (SparseDense, ops.DENSE_OP_NAME)):
         if op_name not in written and any(isinstance(l, layer_type) for l in _layers(model)):
             raise RuntimeError(f"The SavedModel written to {path} does not run the sparse op "
-                               f"'{op_name}'. Is the op library built and loaded? "
-                               "(tf_sparse_winograd.ops fell back to its reference path.)")
+                               f"'{op_name}'.")
     return model
 
 
@@ -121,21 +122,17 @@ def missing_op_message(path, error=None):
         used = sorted(t for t in graph_op_types(path) if t.startswith(_OP_PREFIX))
     except (OSError, message.DecodeError):  # no readable saved_model.pb: name the conv op
         used = []
-    names = ", ".join(f"'{name}'" for name in used or [DEFAULT_OP_NAME])
+    names = ", ".join(f"'{name}'" for name in used or [_ops().CONV_OP_NAME])
     message = (f"The SavedModel at '{path}' uses the custom op{'s' if len(used) > 1 else ''} "
-               f"{names} of tf-sparse-winograd, "
-               "which is not registered in this process. Fix: install the package built against "
-               f"this TensorFlow ({tf.__version__}), e.g. `pip install tf-sparse-winograd` (or "
-               "`pip install .` in its source tree), then `import tf_sparse_winograd` before "
-               "`tf.saved_model.load`, or load with `tf_sparse_winograd.export.load_saved_model`.")
+               f"{names} of tf-sparse-winograd, which is not registered in this process. Fix: "
+               "install tf-sparse-winograd with its op library built for this TensorFlow "
+               f"({tf.__version__}): `python -m tf_sparse_winograd.ops.build` rebuilds it in "
+               "place, `pip install .` in the source tree reinstalls it; then "
+               "`import tf_sparse_winograd` before `tf.saved_model.load`, or load with "
+               "`tf_sparse_winograd.export.load_saved_model`.")
     if error is not None:
         message += f"\nOriginal error: {error}"
     return message
-
-
-def _load_op_library():
-    from tf_sparse_winograd import ops  # pylint: disable=import-outside-toplevel
-    ops.load_op_library()
 
 
 def load_saved_model(path, **kwargs):
@@ -147,7 +144,7 @@ def load_saved_model(path, **kwargs):
         raises TensorFlow's "Op type not registered 'SparseWinograd>Conv2D'" error instead.)
     """
     try:
-        _load_op_library()
+        _ops().load_op_library()
     except Exception as error:  # pylint: disable=broad-except
         raise tf.errors.NotFoundError(None, None, missing_op_message(path, error)) from error
     try:

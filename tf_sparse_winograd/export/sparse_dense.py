@@ -5,7 +5,8 @@ The layer's weights are the kernel in CSR form with a row per input feature: `ro
 SavedModel or `.keras` file holds 6 bytes per nonzero instead of 4 bytes per weight. Calls run
 the SparseWinograd>SparseDense op (`tf_sparse_winograd.ops.sparse_dense_matmul`), which checks
 the kernel once per graph node and multiplies only the stored weights, with the batch in the
-vector lanes; a ReLU activation is fused into it.
+vector lanes; a ReLU activation is fused into it. Without a loadable op library the layer
+multiplies with plain TF ops instead, after one warning.
 """
 
 import keras
@@ -61,11 +62,13 @@ class SparseDense(keras.layers.Layer):
         inputs = tf.cast(inputs, tf.float32)
         fused = keras.activations.serialize(self.activation) == "relu"
         flat = inputs if inputs.shape.rank == 2 else tf.reshape(inputs, [-1, self.in_features])
-        outputs = _ops().sparse_dense_matmul(
+        ops = _ops()
+        outputs = ops.sparse_dense_matmul(
             flat, tf.convert_to_tensor(self.row_ptr), tf.convert_to_tensor(self.col_idx),
             tf.convert_to_tensor(self.values), self.units,
             bias=tf.convert_to_tensor(self.bias) if self.use_bias else None,
-            activation="relu" if fused else None)
+            activation="relu" if fused else None,
+            implementation="op" if ops.op_library_available() else "reference")
         if inputs.shape.rank != 2:
             outputs = tf.reshape(outputs, tf.concat([tf.shape(inputs)[:-1], [self.units]], 0))
             outputs.set_shape(self.compute_output_shape(tuple(inputs.shape)))

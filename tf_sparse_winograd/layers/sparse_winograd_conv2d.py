@@ -94,6 +94,9 @@ def _pruning_masks(wrapper):
 class SparseWinogradConv2D(keras.layers.Layer):
     """3x3 stride-1 convolution computed by the sparse Winograd C++ op, for inference.
 
+    Without a loadable op library (see `tf_sparse_winograd.ops.op_library_available`) it computes
+    the same result with plain TF ops, after one warning that says how to rebuild the library.
+
     Usually made with `SparseWinogradConv2D.from_winograd(layer)` or
     `SparseWinogradConv2D.from_kernel(winograd_kernel, ...)`; `tf_sparse_winograd.export.to_sparse`
     does it for a whole model.
@@ -174,11 +177,13 @@ class SparseWinogradConv2D(keras.layers.Layer):
 
     def call(self, inputs):
         fused = self._fused_activation()
-        outputs = _ops().sparse_winograd_conv2d(
+        ops = _ops()
+        outputs = ops.sparse_winograd_conv2d(
             tf.cast(inputs, tf.float32), self.packed,
             bias=tf.convert_to_tensor(self.bias) if self.use_bias else None,
             tile_size=self.tile_size, padding=self.padding.upper(),
-            winograd_relu=self.winograd_relu, activation=fused, max_pool_2x2=self.max_pool_2x2)
+            winograd_relu=self.winograd_relu, activation=fused, max_pool_2x2=self.max_pool_2x2,
+            implementation="op" if ops.op_library_available() else "reference")
         # The op's shape function cannot see the filter count when the packed shape is a
         # variable (as in a SavedModel); the layer knows it.
         outputs.set_shape(self.compute_output_shape(tuple(inputs.shape)))

@@ -7,11 +7,15 @@ from tf_sparse_winograd.ops.dense import dense_index_dtype
 from tf_sparse_winograd.ops.dense import pack_dense_kernel
 from tf_sparse_winograd.ops.dense import sparse_dense_matmul
 from tf_sparse_winograd.ops.loader import OpLibraryError
+from tf_sparse_winograd.ops.loader import CONV_OP_NAME
+from tf_sparse_winograd.ops.loader import DENSE_OP_NAME
 from tf_sparse_winograd.ops.loader import load_op_library
+from tf_sparse_winograd.ops.loader import op_library_available
 from tf_sparse_winograd.ops.packing import PackedKernel
 from tf_sparse_winograd.ops.packing import pack_kernel
 from tf_sparse_winograd.ops.packing import unpack_kernel
 
 __all__ = ["PackedKernel", "pack_kernel", "unpack_kernel", "sparse_winograd_conv2d",
            "reference_conv2d", "dense_index_dtype", "pack_dense_kernel",
-           "sparse_dense_matmul", "load_op_library", "OpLibraryError"]
+           "sparse_dense_matmul", "load_op_library", "op_library_available", "OpLibraryError",
+           "CONV_OP_NAME", "DENSE_OP_NAME"]

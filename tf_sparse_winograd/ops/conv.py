@@ -4,6 +4,7 @@ import numpy as np
 import tensorflow as tf
 
 from tf_sparse_winograd import transforms
+from tf_sparse_winograd import winograd_math
 from tf_sparse_winograd.ops import loader
 from tf_sparse_winograd.ops import packing
 
@@ -72,46 +73,40 @@ def sparse_winograd_conv2d(x, packed, bias=None, tile_size=2, padding="SAME",
 
 def reference_conv2d(x, kernel, bias=None, tile_size=2, padding="SAME", winograd_relu=False,
                      activation=None, max_pool_2x2=False):
-    """The same convolution in plain TF ops from a dense (or packed) Winograd kernel."""
+    """The same convolution in plain TF ops from a dense (or packed) Winograd kernel.
+
+    It runs the training path's dense Winograd convolution (`winograd_math`), so it is the path
+    the inference layers take when the op library cannot be loaded.
+    """
     tile_size, padding, activation = _check_arguments(tile_size, padding, activation)
     if isinstance(kernel, packing.PackedKernel):
         kernel = packing.unpack_kernel(kernel)
+    a = transforms.input_tile_size(tile_size)
     u = tf.convert_to_tensor(kernel, tf.float32)
-    m = tile_size
-    a = m + 2
-    bt, _, at = (tf.constant(t, tf.float32) for t in transforms.transform_matrices(m))
+    u = tf.reshape(u, tf.concat([[a, a], tf.shape(u)[2:]], 0))  # A static (a, a) for the checks.
     x = tf.convert_to_tensor(x, tf.float32)
-    n, h, w = x.shape[0], x.shape[1], x.shape[2]
-    filters = u.shape[3]
-    pad = 1 if padding == "SAME" else 0
-    out_h, out_w = h + 2 * pad - 2, w + 2 * pad - 2
-    if out_h < 0 or out_w < 0:
+    if padding == "VALID" and (x.shape[1] is not None and x.shape[1] < 3
+                               or x.shape[2] is not None and x.shape[2] < 3):
         raise ValueError("With padding 'valid' the input must be at least 3 x 3. "
                          f"Received: x.shape={x.shape}")
-    stored_h, stored_w = (out_h // 2, out_w // 2) if max_pool_2x2 else (out_h, out_w)
-    if n == 0 or stored_h == 0 or stored_w == 0:
-        return tf.zeros([n, stored_h, stored_w, filters], tf.float32)
-    tiles_h, tiles_w = -(-out_h // m), -(-out_w // m)
-    xp = tf.pad(x, [[0, 0], [pad, tiles_h * m + 2 - h - pad], [pad, tiles_w * m + 2 - w - pad],
-                    [0, 0]])
-    patches = tf.image.extract_patches(xp, sizes=[1, a, a, 1], strides=[1, m, m, 1],
-                                       rates=[1, 1, 1, 1], padding="VALID")
-    d = tf.reshape(patches, [n, tiles_h, tiles_w, a, a, -1])
-    v = tf.einsum("iy,nhwyxc,jx->nhwijc", bt, d, bt)
-    if winograd_relu:
-        v = tf.nn.relu(v)
-    prod = tf.einsum("nhwijc,ijcf->nhwijf", v, u)
-    y = tf.einsum("ui,nhwijf,vj->nhuwvf", at, prod, at)
-    y = tf.reshape(y, [n, tiles_h * m, tiles_w * m, filters])[:, :out_h, :out_w, :]
+    y = winograd_math.winograd_conv2d(x, u, tile_size, padding, winograd_relu)
     if bias is not None:
         y = y + tf.convert_to_tensor(bias, tf.float32)
     if activation == "relu":
         y = tf.nn.relu(y)
     if max_pool_2x2:
-        y = tf.nn.max_pool2d(y, 2, 2, "VALID")
+        y = _max_pool_2x2(y)
     return y
 
 
-def transform_matrices_numpy(tile_size):
-    """(BT, G, AT) float64, re-exported for tests and benchmarks."""
-    return tuple(np.asarray(t) for t in transforms.transform_matrices(tile_size))
+def _max_pool_2x2(y):
+    """`tf.nn.max_pool2d(y, 2, 2, 'VALID')`, also for outputs of height or width 1 (empty)."""
+    shape = tf.shape(y)
+    pooled_h, pooled_w = shape[1] // 2, shape[2] // 2
+    windows = tf.reshape(y[:, :2 * pooled_h, :2 * pooled_w],
+                         [shape[0], pooled_h, 2, pooled_w, 2, shape[3]])
+    pooled = tf.reduce_max(windows, axis=[2, 4])
+    static = y.shape
+    pooled.set_shape([static[0]] + [None if d is None else d // 2 for d in static[1:3]]
+                     + [static[3]])
+    return pooled

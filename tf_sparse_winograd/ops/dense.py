@@ -36,7 +36,7 @@ def _check_units(units):
 
 
 def sparse_dense_matmul(x, row_ptr, col_idx, values, units, bias=None, activation=None,
-                        debug_fill_nan=False):
+                        implementation="op", debug_fill_nan=False):
     """activation(x @ W + bias) for a sparse W (in_features x units) on the C++ op.
 
     W is given as CSR rows by input feature (the layout of `SparseDense`'s weights): row i of
@@ -53,16 +53,23 @@ def sparse_dense_matmul(x, row_ptr, col_idx, values, units, bias=None, activatio
       units: the number of output features.
       bias: optional [units] float32.
       activation: None or 'relu', applied after the bias inside the op.
+      implementation: 'op' (the C++ kernel) or 'reference' (pure TF: the kernel made dense
+        and multiplied with tf.matmul; what `SparseDense` runs without the op library).
       debug_fill_nan: test-only: the op fills its output with NaN before computing.
 
     Returns:
-      [batch, units] float32. Only stored weights enter the sums: a NaN or Inf input reaches
-      only the outputs whose weights for it are stored.
+      [batch, units] float32. With the op, only stored weights enter the sums: a NaN or Inf
+      input reaches only the outputs whose weights for it are stored.
     """
     units = _check_units(units)
     if activation not in (None, "relu"):
         raise ValueError("`activation` must be None or 'relu'. "
                          f"Received: activation={activation!r}")
+    if implementation == "reference":
+        return _reference_matmul(x, row_ptr, col_idx, values, units, bias, activation)
+    if implementation != "op":
+        raise ValueError("`implementation` must be 'op' or 'reference'. "
+                         f"Received: implementation={implementation!r}")
     library = loader.load_op_library()
     col_idx = tf.convert_to_tensor(col_idx)
     if col_idx.dtype not in (tf.int16, tf.int32):
@@ -77,3 +84,16 @@ def sparse_dense_matmul(x, row_ptr, col_idx, values, units, bias=None, activatio
         values=tf.convert_to_tensor(values, tf.float32), bias=bias, units=units,
         activation="none" if activation is None else activation,
         debug_fill_nan=bool(debug_fill_nan))
+
+
+def _reference_matmul(x, row_ptr, col_idx, values, units, bias, activation):
+    row_ptr = tf.convert_to_tensor(row_ptr, tf.int32)
+    col_idx = tf.cast(tf.convert_to_tensor(col_idx), tf.int32)
+    in_features = tf.size(row_ptr) - 1
+    rows = tf.repeat(tf.range(in_features), row_ptr[1:] - row_ptr[:-1])
+    kernel = tf.scatter_nd(tf.stack([rows, col_idx], axis=1),
+                           tf.convert_to_tensor(values, tf.float32), tf.stack([in_features, units]))
+    y = tf.matmul(tf.convert_to_tensor(x, tf.float32), kernel)
+    if bias is not None:
+        y = y + tf.convert_to_tensor(bias, tf.float32)
+    return tf.nn.relu(y) if activation == "relu" else y
