@@ -2,14 +2,20 @@
 
 Importing the package registers its Keras objects (layers, pruning wrapper and schedules) for
 `.keras` loading and, when the compiled library is present, the `SparseWinograd>Conv2D` op, so
-that `tf.saved_model.load` can run exported models. A missing library is reported, with the fix,
-only when the op is used.
+that `tf.saved_model.load` can run exported models. A missing library is reported when the op is
+used: the inference layers then fall back to plain TF ops with one warning.
+
+Keras must use its TensorFlow backend; any other raises an ImportError here.
 """
 
-from tf_sparse_winograd import layers
-from tf_sparse_winograd import pruning
-from tf_sparse_winograd import export
-from tf_sparse_winograd.ops import loader as _loader
+from tf_sparse_winograd import _backend
+
+_backend.require_tensorflow_backend()
+
+from tf_sparse_winograd import layers  # noqa: E402
+from tf_sparse_winograd import pruning  # noqa: E402
+from tf_sparse_winograd import export  # noqa: E402
+from tf_sparse_winograd.ops import loader as _loader  # noqa: E402
 
 __version__ = "0.1.0"
 

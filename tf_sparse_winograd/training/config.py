@@ -34,7 +34,8 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     optimizer: str = "sgd"
     weight_decay: float = 5e-4
-    model_dir: str = "/tmp/tf_sparse_winograd/run"
+    # A hyphen: a directory named like the package in /tmp would shadow it for Python run there.
+    model_dir: str = "/tmp/tf-sparse-winograd/run"
     export_dir: str = None
     seed: int = 0
     max_train_examples: int = 6000
