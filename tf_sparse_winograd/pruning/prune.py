@@ -11,6 +11,7 @@ from tf_sparse_winograd.pruning import prunable_layer
 from tf_sparse_winograd.pruning import pruning_impl
 from tf_sparse_winograd.pruning import pruning_schedule as schedules
 from tf_sparse_winograd.pruning import pruning_wrapper
+from tf_sparse_winograd.pruning import view
 
 PruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
 
@@ -56,30 +57,8 @@ def _resolve(spec, layer):
     return schedules.coerce_schedule(value)
 
 
-def _all_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model) and not isinstance(layer, PruneLowMagnitude):
-            yield from _all_layers(layer)
-        else:
-            yield layer
-
-
 def _first_convolution(model):
-    for layer in _all_layers(model):
-        inner = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
-        if prunable_layer.is_convolution(inner):
-            return layer
-    return None
-
-
-def _check_model(model, function_name):
-    # A functional model is a keras.Model built as a graph of nodes (keras.src's Functional).
-    if not (isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")):
-        raise ValueError(f"`{function_name}` supports Sequential and functional models only "
-                         f"(subclassed models are not supported). Received: {type(model).__name__}")
-    if not model.built:
-        raise ValueError(f"`{function_name}` needs a built model (give it an Input or call it "
-                         "once on data).")
+    return next((layer for layer in view.walk_layers(model) if view.is_convolution(layer)), None)
 
 
 def _clone(model, make_layer):
@@ -150,7 +129,7 @@ def prune_low_magnitude(to_prune, pruning_schedule=schedules.ConstantSparsity(0.
     if isinstance(to_prune, (list, tuple)):
         return [wrap(layer) for layer in to_prune]
     if isinstance(to_prune, keras.Model):
-        _check_model(to_prune, "prune_low_magnitude")
+        view.check_model(to_prune, "prune_low_magnitude", "to_prune")
         skipped = _first_convolution(to_prune) if skip_first_conv else None
 
         def make_layer(layer):
@@ -168,11 +147,13 @@ def prune_low_magnitude(to_prune, pruning_schedule=schedules.ConstantSparsity(0.
         return _clone(to_prune, make_layer)
     if isinstance(to_prune, keras.layers.Layer):
         if not prunable_layer.is_prunable(to_prune):
-            raise ValueError("Layer is not prunable: it has no `get_prunable_weights()` and is not "
-                             f"a Keras convolution or Dense layer. Received: {to_prune.name!r}")
+            raise ValueError("Layer is not prunable: it has no `get_prunable_weights()` and its "
+                             "class is not registered (register_layer). Received: "
+                             f"to_prune={to_prune.name!r} ({type(to_prune).__name__})")
         return wrap(to_prune, **kwargs)
-    raise ValueError("`prune_low_magnitude` accepts a Keras layer, a list of layers, or a "
-                     f"Sequential / functional model. Received: {type(to_prune).__name__}")
+    raise TypeError("`prune_low_magnitude` accepts a Keras layer, a list of layers, or a "
+                    f"Sequential / functional model. Received: to_prune={to_prune!r} "
+                    f"(type {type(to_prune).__name__})")
 
 
 def _density_for(spec, layer):
@@ -206,8 +187,8 @@ def prune_to_density(model, density, skip_first_conv=True, block_size=(1, 1)):
       A new model with `PruneLowMagnitude` wrappers; compile it and train with
       `UpdatePruningStep`.
     """
-    _check_model(model, "prune_to_density")
-    if pruning_wrapper.collect_prunable_layers(model):
+    view.check_model(model, "prune_to_density")
+    if view.collect_prunable_layers(model):
         model = strip_pruning(model)
     densities = {}
 
@@ -223,7 +204,7 @@ def prune_to_density(model, density, skip_first_conv=True, block_size=(1, 1)):
     block_size = pruning_impl.check_block_size(block_size)
     pruned = prune_low_magnitude(model, pruning_schedule=schedule_for,
                                  skip_first_conv=skip_first_conv, block_size=block_size)
-    for wrapper in pruning_wrapper.collect_prunable_layers(pruned):
+    for wrapper in view.collect_prunable_layers(pruned):
         d = densities[wrapper.layer.name]
         keeps = [max(1, int(round(d * pruning_impl.num_blocks(tuple(w.shape), block_size))))
                  for w in wrapper.prunable_weights]
@@ -253,9 +234,7 @@ def strip_pruning(model):
     """
     if isinstance(model, PruneLowMagnitude):
         return _strip_wrapper(model)
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"`strip_pruning` expects a keras.Model. Received: {type(model).__name__}")
-    _check_model(model, "strip_pruning")
+    view.check_model(model, "strip_pruning")
 
     def make_layer(layer):
         if isinstance(layer, PruneLowMagnitude):
