@@ -19,8 +19,8 @@ def _nested_model():
     shared = keras.layers.Dense(5, name="shared")
     inputs = keras.Input((6, 6, 2))
     x = keras.layers.Conv2D(3, 3, padding="same", name="first")(inputs)
-    x = keras.layers.Flatten()(inner(x))
-    outputs = keras.layers.Add()([shared(x), shared(x)])
+    x = keras.layers.Flatten(name="flatten")(inner(x))
+    outputs = keras.layers.Add(name="add")([shared(x), shared(x)])
     return keras.Model(inputs, outputs)
 
 

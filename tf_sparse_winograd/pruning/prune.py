@@ -1,12 +1,11 @@
 """Public entry points: prune_low_magnitude, prune_to_density, strip_pruning, prune_scope."""
 
-import contextlib
 import numbers
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tf_sparse_winograd import cloning
 from tf_sparse_winograd.pruning import prunable_layer
 from tf_sparse_winograd.pruning import pruning_impl
 from tf_sparse_winograd.pruning import pruning_schedule as schedules
@@ -61,39 +60,6 @@ def _first_convolution(model):
     return next((layer for layer in view.walk_layers(model) if view.is_convolution(layer)), None)
 
 
-def _clone(model, make_layer):
-    """clone_model with fresh layers from make_layer(layer) -> (new_layer, copy_weights_fn)."""
-    copies = []
-
-    def clone_function(layer):
-        new_layer, copy = make_layer(layer)
-        copies.append((new_layer, copy))
-        return new_layer
-
-    # A model built under a distribution strategy is cloned under the same strategy, so that the
-    # new variables are distributed like the old ones even when called outside its scope.
-    strategy = pruning_impl._strategy_of(model.weights)
-    scope = (strategy.scope() if strategy is not None and not tf.distribute.has_strategy()
-             else contextlib.nullcontext())
-    with scope:
-        clone = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
-        for new_layer, copy in copies:
-            copy(new_layer)
-    return clone
-
-
-def _fresh(layer):
-    return layer.__class__.from_config(layer.get_config())
-
-
-def _copy_from(source):
-    weights = source.get_weights()
-
-    def copy(target):
-        target.set_weights(weights)
-    return copy
-
-
 def prune_low_magnitude(to_prune, pruning_schedule=schedules.ConstantSparsity(0.5, 0),
                         skip_first_conv=False, block_size=(1, 1), **kwargs):
     """Wraps prunable layers in `PruneLowMagnitude` (tfmot's API, for Keras 3).
@@ -134,9 +100,8 @@ def prune_low_magnitude(to_prune, pruning_schedule=schedules.ConstantSparsity(0.
 
         def make_layer(layer):
             if isinstance(layer, PruneLowMagnitude):
-                return PruneLowMagnitude.from_config(layer.get_config()), _copy_from(layer)
-            new_layer = _fresh(layer)
-            copy = _copy_from(layer)
+                return cloning.fresh_copy(layer)
+            new_layer, copy = cloning.fresh_copy(layer)
             if layer is skipped:
                 return new_layer, copy
             wrapped = wrap(new_layer)
@@ -144,7 +109,7 @@ def prune_low_magnitude(to_prune, pruning_schedule=schedules.ConstantSparsity(0.
                 return new_layer, copy
             return wrapped, lambda w: copy(w.layer)
 
-        return _clone(to_prune, make_layer)
+        return cloning.clone_with(to_prune, make_layer)
     if isinstance(to_prune, keras.layers.Layer):
         if not prunable_layer.is_prunable(to_prune):
             raise ValueError("Layer is not prunable: it has no `get_prunable_weights()` and its "
@@ -239,16 +204,16 @@ def strip_pruning(model):
     def make_layer(layer):
         if isinstance(layer, PruneLowMagnitude):
             weights = _masked_weights(layer)
-            return _fresh(layer.layer), lambda new: new.set_weights(weights)
-        return _fresh(layer), _copy_from(layer)
+            return cloning.fresh_layer(layer.layer), lambda new: new.set_weights(weights)
+        return cloning.fresh_copy(layer)
 
-    return _clone(model, make_layer)
+    return cloning.clone_with(model, make_layer)
 
 
 def _strip_wrapper(wrapper):
     if not wrapper.built:
         raise ValueError("`strip_pruning` needs a built wrapper.")
-    new_layer = _fresh(wrapper.layer)
+    new_layer = cloning.fresh_layer(wrapper.layer)
     shapes = getattr(wrapper.layer, "_build_shapes_dict", None)
     if shapes:
         new_layer.build(**shapes)
