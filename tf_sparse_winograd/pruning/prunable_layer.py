@@ -55,6 +55,8 @@ for _conv in (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D,
               keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
               keras.layers.Conv3DTranspose, keras.layers.DepthwiseConv2D):
     register_layer(_conv, weights=("kernel",), convolution=True)
+for _separable in (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D):
+    register_layer(_separable, weights=("depthwise_kernel", "pointwise_kernel"), convolution=True)
 register_layer(keras.layers.Dense, weights=("kernel",))
 
 
