@@ -246,3 +246,14 @@ def test_converted_resnet50_through_the_whole_pipeline(tmp_path, pruning_method)
     expected = np.asarray(stripped(x, training=False))
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), expected, rtol=1e-4,
                                atol=1e-4 * np.max(np.abs(expected)))
+
+
+def test_imagenet_resnet18_keeps_its_strided_and_projection_convolutions():
+    model = models.imagenet_resnet18.build(input_shape=(64, 64, 3), num_classes=7)
+    _randomize_batch_norms(model)
+    converted, report = tfsw.to_winograd(model, tile_size=4, return_report=True)
+    assert len(report) == 20 and len(report.converted) == 13
+    assert report.skipped["stem_conv"] == "kernel 7x7, not 3x3"
+    assert report.skipped["stage2_block1_1_conv"] == "strides (2, 2)"
+    assert report.skipped["stage2_block1_shortcut_conv"] == "kernel 1x1, not 3x3"
+    _assert_same_outputs(model, converted, _images((64, 64, 3)), 4)
