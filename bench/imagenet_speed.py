@@ -23,7 +23,6 @@ as bench/op_speed.py does), which with `--tile_size auto` also picks each layer'
 fastest at the lowest density asked for.
 """
 
-import functools
 import os
 import resource
 import tempfile
@@ -40,8 +39,8 @@ from tf_sparse_winograd.models.batch_norm_stats import randomize_batch_norms
 from interleaved import cpu_model
 from interleaved import first_output
 from interleaved import measure
+from interleaved import time_variants
 from interleaved import serving_function
-from interleaved import time_per_call
 import op_speed
 
 _MODELS = flags.DEFINE_list("models", ["vgg16", "resnet18"], "vgg16 and/or resnet18.")
@@ -197,16 +196,8 @@ def main(argv):
         rng = np.random.default_rng(_SEED)
         for batch in batch_sizes:
             x = tf.constant(rng.normal(size=(batch,) + _SHAPE).astype(np.float32))
-            reference = first_output(keras_fn(x))
-            for name, fn in variants.items():  # Warm up; the unpruned ones must agree.
-                out = first_output(fn(x))
-                if name in ("dense SavedModel", "sparse d=1"):
-                    np.testing.assert_allclose(out, reference, rtol=1e-3,
-                                               atol=1e-3 * np.abs(reference).max())
-            results = measure([functools.partial(time_per_call, fn, x, _MIN_SECONDS.value)
-                               for fn in variants.values()], _ROUNDS.value)
-            best = {name: b for name, (b, _) in zip(variants, results)}
-            median = {name: m for name, (_, m) in zip(variants, results)}
+            best, median = time_variants(variants, x, _ROUNDS.value, _MIN_SECONDS.value,
+                                         agree=("dense SavedModel", "sparse d=1"))
             print(f"\n### {model_name}, batch {batch}\n")
             print("| variant | best ms | median ms | images/s | vs dense Keras | "
                   "vs dense SavedModel |")

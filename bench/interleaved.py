@@ -6,6 +6,8 @@ import platform
 import statistics
 import time
 
+import numpy as np
+
 
 def measure(samplers, rounds):
     """Runs each sampler (a callable returning one time) once per round; returns (best, median)
@@ -33,6 +35,24 @@ def time_per_call(fn, x, min_seconds):
             break
     del result
     return elapsed / calls
+
+
+def time_variants(variants, x, rounds, min_seconds, agree=(), rtol=1e-3):
+    """Warms up every variant (a dict name -> fn) on `x`, checks that those named in `agree`
+    compute what the first one does (within rtol of its largest output), then times them all
+    interleaved. Returns ({name: best seconds per call}, {name: median})."""
+    reference = None
+    for name, fn in variants.items():
+        out = first_output(fn(x))
+        if reference is None:
+            reference = out
+        elif name in agree:
+            np.testing.assert_allclose(out, reference, rtol=rtol,
+                                       atol=rtol * np.abs(reference).max(), err_msg=name)
+    results = measure([lambda fn=fn: time_per_call(fn, x, min_seconds)
+                       for fn in variants.values()], rounds)
+    return ({name: b for name, (b, _) in zip(variants, results)},
+            {name: m for name, (_, m) in zip(variants, results)})
 
 
 def serving_function(path):

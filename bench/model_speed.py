@@ -20,7 +20,6 @@ them alike; the best round is reported (and the median, for scale). Usage:
                               [--unfused_pools] [--dense_fc]
 """
 
-import functools
 import itertools
 import os
 import tempfile
@@ -36,10 +35,8 @@ from tf_sparse_winograd.models.batch_norm_stats import randomize_batch_norms
 from tf_sparse_winograd import export
 from tf_sparse_winograd import pruning
 from interleaved import cpu_model
-from interleaved import first_output
-from interleaved import measure
+from interleaved import time_variants
 from interleaved import serving_function
-from interleaved import time_per_call
 
 _DENSITIES = flags.DEFINE_list("densities", ["0.4", "0.1"], "Winograd kernel densities.")
 _TILE_SIZES = flags.DEFINE_list("tile_sizes", ["2", "4"], "Winograd tile sizes.")
@@ -125,16 +122,9 @@ def main(argv):
           f"{_ROUNDS.value} interleaved rounds of >= {_MIN_SECONDS.value} s per variant")
     for batch in batch_sizes:
         x = tf.constant(rng.normal(size=(batch, 32, 32, 3)).astype(np.float32))
-        reference = keras_fn(x).numpy()
-        for name, fn in variants.items():  # warm up, and check every variant computes the same
-            out = first_output(fn(x))
-            if name.startswith("spatial"):
-                np.testing.assert_allclose(out, reference, rtol=1e-3,
-                                           atol=1e-3 * np.abs(reference).max())
-        results = measure([functools.partial(time_per_call, fn, x, _MIN_SECONDS.value)
-                           for fn in variants.values()], _ROUNDS.value)
-        best = {name: b for name, (b, _) in zip(variants, results)}
-        median = {name: m for name, (_, m) in zip(variants, results)}
+        best, median = time_variants(
+            variants, x, _ROUNDS.value, _MIN_SECONDS.value,
+            agree=[name for name in variants if name.startswith("spatial")])
         print(f"\n### batch {batch}\n")
         print("| variant | best ms | median ms | images/s | speedup vs spatial Keras | "
               "vs spatial SavedModel | vs spatial frozen |")
