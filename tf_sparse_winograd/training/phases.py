@@ -224,6 +224,7 @@ class Runner:
             model.save_weights(os.path.join(directory, WEIGHTS_FILE), overwrite=True)
             with open(os.path.join(directory, RESULTS_FILE), "w") as f:
                 json.dump(results, f, indent=2)
+        strategies.barrier(self.strategy)  # the next phase reads these weights on every worker
         logging.info("Phase %s: eval accuracy %.4f (%d examples)", phase, accuracy,
                      self.info["eval_examples"])
         return results, counts
