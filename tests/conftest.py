@@ -1,9 +1,19 @@
-"""Shared pytest set-up: quiet TensorFlow logs, make the repository importable, seed helpers."""
+"""Shared pytest set-up: quiet TensorFlow logs, and Keras' global state cleared after each test
+module (layer name counters, cached graphs), so that modules do not depend on the order they run
+in and the process does not keep every module's models. Shared helpers live in support.py and
+winograd_reference.py (tests-only modules; pytest puts tests/ on sys.path)."""
 
+import gc
 import os
-import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if _REPO_ROOT not in sys.path:
-    sys.path.insert(0, _REPO_ROOT)
+
+import keras  # noqa: E402  pylint: disable=wrong-import-position
+import pytest  # noqa: E402  pylint: disable=wrong-import-position
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _clear_keras_state_after_module():
+    yield
+    keras.backend.clear_session()
+    gc.collect()

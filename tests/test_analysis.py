@@ -6,8 +6,8 @@ import pytest
 
 from tf_sparse_winograd import models
 from tf_sparse_winograd import analysis
-from tf_sparse_winograd import transforms
 from tf_sparse_winograd.layers import WinogradConv2D
+from winograd_reference import transformed_input
 
 
 def _tiny(conv_type, relu_inside=False):
@@ -65,23 +65,6 @@ def test_weight_density_sees_zeros_in_winograd_kernel():
     assert layer.effective_multiplies == pytest.approx(layer.winograd_multiplies * layer.weight_density)
 
 
-def _numpy_v(x, tile_size, relu):
-    """V = B^T d B for every tile of a 'same'-padded NHWC input, in numpy."""
-    BT, _, _ = transforms.transform_matrices(tile_size)
-    a, m = BT.shape[0], tile_size
-    n, h, w, c = x.shape
-    th, tw = -(-h // m), -(-w // m)
-    padded = np.zeros((n, th * m + 2, tw * m + 2, c))
-    padded[:, 1:h + 1, 1:w + 1] = x
-    tiles = []
-    for i in range(th):
-        for j in range(tw):
-            d = padded[:, i * m:i * m + a, j * m:j * m + a]
-            tiles.append(np.einsum("iu,nuvc,jv->nijc", BT, d, BT))
-    v = np.stack(tiles, 1)
-    return np.maximum(v, 0) if relu else v
-
-
 @pytest.mark.parametrize("relu_inside", [False, True])
 def test_measured_activation_density(relu_inside):
     keras.utils.set_random_seed(3)
@@ -96,7 +79,7 @@ def test_measured_activation_density(relu_inside):
     assert c1.spatial_activation_density_std == pytest.approx(per_image.std(), abs=1e-6)
     # c2's input is c1's output; its V is computed by hand.
     c1_out = keras.Model(model.inputs, model.get_layer("c1").output)(images).numpy()
-    v = _numpy_v(c1_out, 4, relu_inside)
+    v = transformed_input(c1_out, 4, "SAME", relu_inside)
     expected = (np.abs(v) > 1e-6).reshape(6, -1).mean(1).mean()
     assert c2.activation_density == pytest.approx(expected, abs=0.02)
     if relu_inside:

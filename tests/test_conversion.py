@@ -5,6 +5,7 @@ import keras
 import numpy as np
 import pytest
 
+import support
 import tf_sparse_winograd as tfsw
 from tf_sparse_winograd import models
 from tf_sparse_winograd.layers import WinogradConv2D
@@ -32,6 +33,7 @@ def _eligible_convolutions(model):
             and tuple(layer.strides) == (1, 1)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("application,tile_size", [
     (keras.applications.VGG16, 4), (keras.applications.VGG19, 2),
     (keras.applications.ResNet50, 6)])
@@ -66,7 +68,7 @@ def test_vgg16_at_imagenet_size():
     _assert_same_outputs(model, converted, _images((224, 224, 3), batch=1), 4)
 
 
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
+@pytest.mark.parametrize("name", support.fast_sample(list(models.MODEL_NAMES), 3))
 def test_repository_models_built_spatial(name):
     model = models.build_model(name, (20, 20, 3), 10, "spatial", width=0.125)
     _randomize_batch_norms(model)
@@ -206,7 +208,6 @@ np.save(sys.argv[3], y.numpy())
 def test_converted_resnet50_through_the_whole_pipeline(tmp_path, pruning_method):
     """Convert, prune, retrain a step, strip, export, serve in a fresh process: same outputs,
     the 3x3 convolutions on the sparse op, everything else ordinary TF ops."""
-    import support  # pylint: disable=import-outside-toplevel
     model = keras.applications.ResNet50(weights=None, input_shape=(48, 48, 3), classes=10,
                                         classifier_activation=None)
     converted = tfsw.to_winograd(model, tile_size=4)
@@ -248,6 +249,7 @@ def test_converted_resnet50_through_the_whole_pipeline(tmp_path, pruning_method)
                                atol=1e-4 * np.max(np.abs(expected)))
 
 
+@pytest.mark.slow
 def test_imagenet_resnet18_keeps_its_strided_and_projection_convolutions():
     model = models.imagenet_resnet18.build(input_shape=(64, 64, 3), num_classes=7)
     _randomize_batch_norms(model)

@@ -10,6 +10,8 @@ import tensorflow_datasets as tfds
 
 from tf_sparse_winograd import data
 
+import support
+
 
 def _write_fashion_idx(directory, n_train=40, n_test=20, compress=True, seed=0):
     rng = np.random.default_rng(seed)
@@ -18,8 +20,8 @@ def _write_fashion_idx(directory, n_train=40, n_test=20, compress=True, seed=0):
     for split, n in (("train", n_train), ("t10k", n_test)):
         images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         labels = rng.integers(0, 10, size=(n,), dtype=np.uint8)
-        data.write_idx(os.path.join(directory, f"{split}-images-idx3-ubyte{suffix}"), images)
-        data.write_idx(os.path.join(directory, f"{split}-labels-idx1-ubyte{suffix}"), labels)
+        support.write_idx(os.path.join(directory, f"{split}-images-idx3-ubyte{suffix}"), images)
+        support.write_idx(os.path.join(directory, f"{split}-labels-idx1-ubyte{suffix}"), labels)
         arrays[split] = (images, labels)
     return arrays
 

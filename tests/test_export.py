@@ -2,34 +2,26 @@
 
 import json
 import os
-import pathlib
 import subprocess
-import sys
-import textwrap
 
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
+import support
 from tf_sparse_winograd.models.batch_norm_stats import randomize_batch_norms
 from tf_sparse_winograd import export
 from tf_sparse_winograd import layers
 from tf_sparse_winograd.layers.sparse_winograd_conv2d import SparseWinogradConv2D
 from tf_sparse_winograd.layers.winograd_conv2d import WinogradConv2D
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 OP_NAME = "SparseWinograd>Conv2D"
 INPUT_SHAPE = (32, 32, 3)
 
 
-def _run_python(code, timeout=600, **env):
-    """Runs `code` in a fresh interpreter with the repository importable; returns stdout."""
-    environment = dict(os.environ, PYTHONPATH=str(REPO), TF_CPP_MIN_LOG_LEVEL="3", **env)
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                            text=True, timeout=timeout, env=environment, check=False)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result.stdout
+def _run_python(code, **env):
+    """Runs `code` in a fresh interpreter; returns its stdout."""
+    return support.run_python(code, env=env).stdout
 
 
 def _serve_in_fresh_process(path, x, tmp_path):
@@ -119,6 +111,7 @@ def exported_vgg(tmp_path_factory):
     return results
 
 
+@pytest.mark.slow
 def test_saved_model_outputs_equal_keras_outputs_in_a_fresh_process(exported_vgg, tmp_path):
     jobs = []
     for case, (path, inputs, _, _) in exported_vgg.items():
@@ -149,6 +142,7 @@ def test_saved_model_outputs_equal_keras_outputs_in_a_fresh_process(exported_vgg
             _assert_close(reloaded, original_outputs[batch])
 
 
+@pytest.mark.slow
 def test_plain_tf_saved_model_load_works_after_importing_the_package(exported_vgg):
     path, inputs, sparse_outputs, _ = exported_vgg[CASES[-1]]
     script = f"""
@@ -174,6 +168,7 @@ def test_plain_tf_saved_model_load_works_after_importing_the_package(exported_vg
     _assert_close(np.asarray(json.loads(out.strip().splitlines()[-1])), sparse_outputs[1])
 
 
+@pytest.mark.slow
 def test_saved_model_graph_runs_the_sparse_op_and_cli_lists_the_signature(exported_vgg):
     for density, tile_size, conv_type in CASES:
         path = exported_vgg[(density, tile_size, conv_type)][0]
@@ -188,6 +183,7 @@ def test_saved_model_graph_runs_the_sparse_op_and_cli_lists_the_signature(export
     assert "shape: (-1, 10)" in cli.stdout
 
 
+@pytest.mark.slow
 def test_saved_model_fails_to_load_without_the_op_and_names_the_fix(exported_vgg, tmp_path):
     path = exported_vgg[CASES[0]][0]
     # Plain TensorFlow, package not imported: TF's own error names the op.
@@ -215,6 +211,7 @@ def _function_op_types(path):
             for function in saved_model.meta_graphs[0].graph_def.library.function}
 
 
+@pytest.mark.slow
 def test_saved_model_from_before_the_max_pool_attr_still_loads(tmp_path):
     # A SavedModel written before the op had `max_pool_2x2` has no such attr in its nodes; TF
     # fills in the registered default (false) when it loads the graph.
@@ -240,6 +237,7 @@ def test_saved_model_from_before_the_max_pool_attr_still_loads(tmp_path):
     _assert_close(_serve_in_fresh_process(path, x, tmp_path), sparse(x))
 
 
+@pytest.mark.slow
 def test_sparse_saved_model_is_small_at_density_0_1(tmp_path):
     for tile_size in (2, 4):
         dense_model = _vgg("winograd", tile_size, 1.0)
@@ -262,6 +260,7 @@ def test_sparse_saved_model_is_small_at_density_0_1(tmp_path):
         assert ratio <= 0.30
 
 
+@pytest.mark.slow
 def test_fc_only_saved_model_reloads_in_a_fresh_process_and_names_its_op(tmp_path):
     """A model whose only sparse layer is a pruned Dense: exported on the FC op, reloaded in a
     fresh process with the same outputs; without the op library the error names that op."""

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
+import support
 from tf_sparse_winograd import models
 from tf_sparse_winograd import data
 from tf_sparse_winograd.layers import WinogradConv2D
@@ -14,8 +15,8 @@ def _convs(model):
     return [l for l in model.layers if isinstance(l, (WinogradConv2D, keras.layers.Conv2D))]
 
 
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
-@pytest.mark.parametrize("conv_type", models.CONV_TYPES)
+@pytest.mark.parametrize("name,conv_type", support.fast_sample(
+    [(name, conv_type) for name in models.MODEL_NAMES for conv_type in models.CONV_TYPES], 5))
 def test_builds_and_trains_a_step_on_mock_data(name, conv_type):
     keras.utils.set_random_seed(0)
     with tfds.testing.mock_data(num_examples=8):
@@ -36,6 +37,7 @@ def test_builds_and_trains_a_step_on_mock_data(name, conv_type):
         assert winograd and all(l.tile_size == 2 for l in winograd)
 
 
+@pytest.mark.slow
 def test_any_input_size_and_channels():
     model = models.build_model("vgg_nagadomi", (20, 36, 5), 7, "winograd", tile_size=4, width=0.1)
     assert model(np.zeros((2, 20, 36, 5), np.float32)).shape == (2, 7)

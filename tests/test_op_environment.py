@@ -14,6 +14,7 @@ import pytest
 
 import support
 from tf_sparse_winograd import ops
+from winograd_reference import numpy_winograd_conv2d
 
 # Every variable the ops read before issue 18, with a value that changed their results (or, for
 # the work plan, their summation layout) then.
@@ -65,6 +66,7 @@ def _run(tmp_path, name, env):
     return dict(np.load(out))
 
 
+@pytest.mark.slow
 def test_former_environment_variables_change_nothing(tmp_path):
     clean = _run(tmp_path, "clean", {name: None for name in FORMER_VARIABLES})
     hostile = _run(tmp_path, "hostile", FORMER_VARIABLES)
@@ -86,7 +88,6 @@ def test_former_environment_variables_change_nothing(tmp_path):
 
 
 def _winograd_conv_float64(x, u, bias, tile, absolute=False):
-    from test_op import numpy_winograd_conv2d  # pylint: disable=import-outside-toplevel
     return numpy_winograd_conv2d(x, u, bias, tile, "SAME", False, None, absolute=absolute)
 
 

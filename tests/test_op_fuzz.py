@@ -6,10 +6,11 @@ killing pytest; the subprocess reports a JSON summary of what it saw.
 """
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
+
+import pytest
+
+import support
 
 FUZZ_SCRIPT = textwrap.dedent(r'''
     import collections, json, os, sys
@@ -156,19 +157,12 @@ FUZZ_SCRIPT = textwrap.dedent(r'''
 
 
 def run_fuzz(seed, iterations):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [os.path.dirname(os.path.dirname(os.path.abspath(__file__)))]
-        + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
-    result = subprocess.run([sys.executable, "-c", FUZZ_SCRIPT, str(seed), str(iterations)],
-                            capture_output=True, text=True, env=env, timeout=600, check=False)
-    assert result.returncode == 0, (
-        f"fuzz subprocess died with code {result.returncode} (a crash?)\n{result.stderr[-3000:]}")
-    line = [l for l in result.stdout.splitlines() if l.startswith("FUZZ_RESULT=")]
-    assert line, result.stdout[-2000:] + result.stderr[-2000:]
-    return json.loads(line[0][len("FUZZ_RESULT="):])
+    """The fuzz loop in a fresh interpreter (a crash fails the check); returns its summary."""
+    result = support.run_python(FUZZ_SCRIPT, seed, iterations, timeout=600)
+    return json.loads(support.result_line(result, "FUZZ_RESULT="))
 
 
+@pytest.mark.slow
 def test_malformed_packed_kernels_are_rejected_and_never_crash():
     summary = run_fuzz(seed=12345, iterations=3000)
     assert summary["num_unexpected"] == 0, summary["unexpected"]

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_sparse_winograd import export
 from tf_sparse_winograd import ops
 from tf_sparse_winograd import layers
 from tf_sparse_winograd.layers import SparseWinogradConv2D
@@ -90,6 +89,7 @@ def test_missing_library(tmp_path):
     assert "missing.so is missing" in message
 
 
+@pytest.mark.slow
 def test_library_built_for_another_tensorflow(tmp_path):
     stale = tmp_path / "stale.so"
     data = open(ops.loader.library_path(), "rb").read()
@@ -101,6 +101,7 @@ def test_library_built_for_another_tensorflow(tmp_path):
     assert f"TensorFlow {tf.__version__} is installed" in message
 
 
+@pytest.mark.slow
 def test_library_that_does_not_load(tmp_path):
     broken = tmp_path / "broken.so"
     broken.write_bytes(b"not a shared object tfsw-built-for-tensorflow=" + tf.__version__.encode()

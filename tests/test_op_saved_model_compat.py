@@ -4,6 +4,8 @@ out, so that a library without them loads it too."""
 
 import numpy as np
 import tensorflow as tf
+
+import pytest
 from tensorflow.core.protobuf import saved_model_pb2
 
 import support
@@ -82,6 +84,7 @@ def test_new_saved_models_leave_default_attributes_out(tmp_path):
         assert not set(NEW_ATTRIBUTES[node.op]) & set(node.attr), node
 
 
+@pytest.mark.slow
 def test_a_saved_model_of_the_first_release_loads_and_computes_the_same(tmp_path):
     x, u, dense = _inputs()
     path, expected = _save(tmp_path, x, u, dense, tile_vectors=1, filter_block=16)

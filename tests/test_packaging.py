@@ -63,23 +63,26 @@ def _keras_backend_error(env):
     return result.stderr.strip().splitlines()[-1]
 
 
-@pytest.mark.parametrize("backend", ["jax", "torch", "numpy"])
+@pytest.mark.parametrize("backend", support.fast_sample(["jax", "torch", "numpy"], 3))
 def test_other_keras_backends_are_refused_by_name(backend):
     message = _keras_backend_error({"KERAS_BACKEND": backend})
     assert message.startswith("ImportError: tf-sparse-winograd needs Keras' TensorFlow backend")
     assert f"Keras is set to use '{backend}' (KERAS_BACKEND={backend})" in message
 
 
+@pytest.mark.slow
 def test_keras_json_backend_is_refused_by_name(tmp_path):
     (tmp_path / "keras.json").write_text('{"backend": "jax"}')
     message = _keras_backend_error({"KERAS_BACKEND": None, "KERAS_HOME": tmp_path})
     assert f"Keras is set to use 'jax' ({tmp_path / 'keras.json'})" in message
 
 
+@pytest.mark.slow
 def test_tensorflow_backend_named_explicitly_is_accepted():
     support.run_python("import tf_sparse_winograd", env={"KERAS_BACKEND": "tensorflow"})
 
 
+@pytest.mark.slow
 def test_models_directory_only_imports_under_the_package_name():
     result = support.run_python("import models", cwd=support.REPO, check=False)
     assert result.returncode != 0

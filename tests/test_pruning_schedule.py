@@ -7,8 +7,6 @@ tfmot is imported only in a subprocess (importing it sets TF_USE_LEGACY_KERAS=1 
 import inspect
 import json
 import math
-import os
-import subprocess
 import sys
 import textwrap
 
@@ -16,10 +14,10 @@ import keras
 import pytest
 import tensorflow as tf
 
+import support
 from tf_sparse_winograd import pruning
 from tf_sparse_winograd.pruning import pruning_schedule as schedules
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # (class name, kwargs); every schedule is evaluated at _steps(kwargs).
 CASES = [
@@ -123,13 +121,8 @@ def tfmot_results():
         result["legacy_keras"] = __import__("os").environ.get("TF_USE_LEGACY_KERAS")
         print("RESULT" + json.dumps(result))
     """)
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-c", script], input=json.dumps([cases, INVALID]),
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    line = [l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1]
-    return cases, json.loads(line[len("RESULT"):])
+    result = support.run_python(script, stdin=json.dumps([cases, INVALID]), timeout=300)
+    return cases, json.loads(support.result_line(result, "RESULT"))
 
 
 def _ours():
@@ -139,12 +132,14 @@ def _ours():
     return namespace["evaluate"](schedules, cases, INVALID)
 
 
+@pytest.mark.slow
 def test_importing_pruning_does_not_import_tfmot(tfmot_results):
     _, theirs = tfmot_results
     assert theirs["tfmot_imported_by_us"] is False
     assert "tensorflow_model_optimization" not in sys.modules
 
 
+@pytest.mark.slow
 def test_schedules_match_tfmot_step_by_step(tfmot_results):
     cases, theirs = tfmot_results
     assert theirs["legacy_keras"] == "1"  # The subprocess really ran tfmot's import side effect.
@@ -176,6 +171,7 @@ def test_schedule_semantics_independently():
     assert not bool(d(21)[0]) and not bool(d(9)[0]) and bool(d(20)[0])
 
 
+@pytest.mark.slow
 def test_validation_matches_tfmot(tfmot_results):
     _, theirs = tfmot_results
     assert all(theirs["raised"])
@@ -191,6 +187,7 @@ def test_validation_messages_name_the_argument():
         pruning.ConstantSparsity(0.5, 0, frequency=0)
 
 
+@pytest.mark.slow
 def test_tfmot_schedules_are_accepted(tfmot_results):
     cases, theirs = tfmot_results
     for (name, kwargs, _), (module, config) in zip(cases, theirs["coerced"]):

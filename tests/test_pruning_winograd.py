@@ -1,19 +1,16 @@
 """Winograd-domain pruning: the paper's Figure 1a, and pruning under MirroredStrategy."""
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import pytest
 
+import support
 from tf_sparse_winograd import pruning
 from tf_sparse_winograd.layers import WinogradConv2D
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEED = 7
 
 # Lavin & Gray's F(2x2, 3x3) kernel transform, typed in as an independent reference.
@@ -133,13 +130,10 @@ _MIRRORED = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_mirrored_strategy_two_replicas():
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
-               TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
-    proc = subprocess.run([sys.executable, "-c", _MIRRORED], capture_output=True, text=True,
-                          env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    results = json.loads([l for l in proc.stdout.splitlines() if l.startswith("RESULT")][-1][6:])
+    results = json.loads(support.result_line(support.run_python(_MIRRORED, timeout=300),
+                                             "RESULT"))
     final_keep = lambda size, sparsity: max(1, round(size * (1 - sparsity)))
     assert len(results["gradual"]) == 3 and len(results["oneshot"]) == 2
     for row in results["gradual"]:

@@ -2,8 +2,6 @@
 once-per-node kernel cache, and a fuzz of malformed kernels (in a subprocess)."""
 
 import json
-import subprocess
-import sys
 import textwrap
 
 import keras
@@ -11,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_sparse_winograd import export
+import support
 from tf_sparse_winograd import layers
 from tf_sparse_winograd import ops
 
@@ -64,9 +62,9 @@ SHAPES = [(1, 1, 1), (5, 17, 3), (16, 256, 64), (17, 257, 65), (33, 600, 130), (
           (2, 513, 63), (32, 40, 7), (1, 1000, 200)]
 
 
-@pytest.mark.parametrize("isa", ISAS)
-@pytest.mark.parametrize("batch,in_features,units", SHAPES)
-@pytest.mark.parametrize("density", [0.0, 0.1, 0.4, 1.0])
+@pytest.mark.parametrize("isa,batch,in_features,units,density", support.fast_sample(
+    [(isa,) + shape + (density,) for isa in ISAS for shape in SHAPES
+     for density in (0.0, 0.1, 0.4, 1.0)], 5))
 def test_op_matches_float64_reference(isa, batch, in_features, units, density):
     use_isa(isa)
     rng = np.random.default_rng(hash((batch, in_features, units, density)) % 2**32)
@@ -75,9 +73,10 @@ def test_op_matches_float64_reference(isa, batch, in_features, units, density):
     _check_against_reference(x, kernel, None, relu=True, index_dtype=np.int16)
 
 
-@pytest.mark.parametrize("gather", [False, True])
-@pytest.mark.parametrize("in_features,units", [(1, 1), (15, 3), (17, 5), (33, 64), (700, 130)])
-@pytest.mark.parametrize("density", [0.1, 0.4, 1.0])
+@pytest.mark.parametrize("gather,in_features,units,density", support.fast_sample(
+    [(gather,) + shape + (density,) for gather in (False, True)
+     for shape in ((1, 1), (15, 3), (17, 5), (33, 64), (700, 130)) for density in (0.1, 0.4, 1.0)],
+    4))
 def test_one_sample_with_and_without_gathers(gather, in_features, units, density):
     """At batch 1 AVX-512 gathers 16 inputs per FMA (rows of 1-15 and 17+ nonzeros take its
     masked tail); one_sample_gather=False keeps the sample in the lanes instead."""
@@ -262,13 +261,10 @@ _FUZZ_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_malformed_kernels_are_rejected_and_never_crash():
     """Malformed kernels in a subprocess: an abort or segfault fails this test, not the suite.
     Uncorrupted kernels (and some corruptions that keep a kernel valid) must be accepted."""
-    result = subprocess.run([sys.executable, "-c", _FUZZ_SCRIPT, "2024", "2500"],
-                            capture_output=True, text=True, check=False, timeout=600)
-    assert result.returncode == 0, (f"fuzz subprocess died ({result.returncode}):\n"
-                                    f"{result.stderr[-3000:]}")
-    line = [l for l in result.stdout.splitlines() if l.startswith("FUZZ=")][-1]
-    counts = json.loads(line[len("FUZZ="):])
+    result = support.run_python(_FUZZ_SCRIPT, 2024, 2500, timeout=600)
+    counts = json.loads(support.result_line(result, "FUZZ="))
     assert counts["rejected"] > 1000 and counts["accepted"] > 200, counts

@@ -9,7 +9,7 @@ import tensorflow_datasets as tfds
 
 from tf_sparse_winograd import training
 from tf_sparse_winograd.training import phases
-from tf_sparse_winograd.training import testing as th
+import support
 
 
 def _tiny_config(model_dir, **overrides):
@@ -66,12 +66,13 @@ def test_all_phases_with_tfds_mock_data(tmp_path):
         assert int(np.array(wrapper.pruning_step)) > 1
 
 
+@pytest.mark.slow
 def test_train_py_with_idx_files_and_restart_at_a_phase(tmp_path):
-    idx = th.write_fashion_idx(str(tmp_path / "idx"))
+    idx = support.write_fashion_idx(str(tmp_path / "idx"))
     model_dir = str(tmp_path / "run")
-    common = th.TINY_FLAGS + [f"--data_dir={idx}", "--data_source=idx", f"--model_dir={model_dir}",
+    common = support.TINY_TRAIN_FLAGS + [f"--data_dir={idx}", "--data_source=idx", f"--model_dir={model_dir}",
                               "--conv_type=spatial", "--density=0.6", "--epochs=2,1"]
-    out = th.run_train(common + ["--phase=dense"]).stdout
+    out = support.run_train(common + ["--phase=dense"]).stdout
     assert "== dense: eval accuracy" in out
     assert not os.path.exists(os.path.join(model_dir, "prune_d0.6"))
     flagfile = os.path.join(model_dir, "dense", "flags.txt")
@@ -79,7 +80,7 @@ def test_train_py_with_idx_files_and_restart_at_a_phase(tmp_path):
     assert "--conv_type=spatial" in lines and "--epochs=2,1" in lines
     # Restart at the next phases: dense is complete and skipped, prune and retrain run.
     export_dir = str(tmp_path / "saved_model")
-    out = th.run_train(["--flagfile=" + flagfile, "--phase=all", f"--export_dir={export_dir}"]).stdout
+    out = support.run_train(["--flagfile=" + flagfile, "--phase=all", f"--export_dir={export_dir}"]).stdout
     assert "== dense" not in out and "== prune" in out and "== retrain" in out
     assert "Final (spatial, density 0.6): eval accuracy" in out
     assert "Reduction vs dense direct" in out  # The multiply table is printed.
@@ -96,6 +97,7 @@ def test_train_py_with_idx_files_and_restart_at_a_phase(tmp_path):
         assert "TensorBoard is not installed" in out
 
 
+@pytest.mark.slow
 def test_density_per_layer_and_errors(tmp_path):
     from tf_sparse_winograd import models
     config = _tiny_config(tmp_path, density=(0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3))
@@ -111,18 +113,20 @@ def test_density_per_layer_and_errors(tmp_path):
     assert _tiny_config(tmp_path, prune_dense=True, prune_first_conv=True).density_tag == "d0.4"
 
 
+@pytest.mark.slow
 def test_retrain_without_prune_output_names_the_fix(tmp_path):
-    proc = th.run_train(th.TINY_FLAGS + [f"--model_dir={tmp_path}", "--phase=retrain",
-                                         f"--data_dir={th.write_fashion_idx(str(tmp_path / 'i'))}"],
+    proc = support.run_train(support.TINY_TRAIN_FLAGS + [f"--model_dir={tmp_path}", "--phase=retrain",
+                                         f"--data_dir={support.write_fashion_idx(str(tmp_path / 'i'))}"],
                         check=False)
     assert proc.returncode != 0 and "Run --phase=prune first" in proc.stdout
 
 
 def test_stray_arguments_are_rejected():
-    proc = th.run_train(["oops"], check=False)
+    proc = support.run_train(["oops"], check=False)
     assert proc.returncode != 0 and "Unexpected arguments" in proc.stdout
 
 
+@pytest.mark.slow
 def test_pruning_in_filter_blocks(tmp_path):
     config = _tiny_config(tmp_path / "run", dataset="cifar10", data_source="tfds",
                           conv_type="winograd", density=(0.3,), prune_filter_block=4,

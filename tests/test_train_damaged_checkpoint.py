@@ -13,7 +13,7 @@ import pytest
 
 from tf_sparse_winograd import training
 from tf_sparse_winograd.training import checkpointing
-from tf_sparse_winograd.training import testing as th
+import support
 
 pytestmark = pytest.mark.slow  # trains a phase, then resumes it a dozen times: minutes
 
@@ -27,9 +27,9 @@ FLAGS = dict(width=0.0625, batch_size=16, max_train_examples=64, max_eval_exampl
 def trained(tmp_path_factory):
     """(idx directory, a run directory whose dense phase ran 2 epochs)."""
     root = tmp_path_factory.mktemp("damaged")
-    idx = th.write_fashion_idx(str(root / "idx"), n_train=64, n_test=32)
+    idx = support.write_fashion_idx(str(root / "idx"), n_train=64, n_test=32)
     run = str(root / "run")
-    th.run_train(th.TINY_FLAGS + [f"--data_dir={idx}", "--data_source=idx", f"--model_dir={run}",
+    support.run_train(support.TINY_TRAIN_FLAGS + [f"--data_dir={idx}", "--data_source=idx", f"--model_dir={run}",
                                   "--phase=dense", "--conv_type=winograd", "--epochs=2",
                                   "--analysis_batches=0"])
     assert checkpointing.checkpoint_epochs(os.path.join(run, "dense")) == [1, 2]
@@ -150,17 +150,17 @@ def test_damaged_run_directory_stops_with_the_way_out(trained, tmp_path, case):
 def test_rewind_resumes_from_the_previous_epoch_and_train_py_names_the_file(trained, tmp_path):
     run, dense = _copy(trained, tmp_path)
     _truncate(_ckpt(dense, 2, ".data-00000-of-00001"))
-    args = th.TINY_FLAGS + [f"--data_dir={trained[0]}", "--data_source=idx",
+    args = support.TINY_TRAIN_FLAGS + [f"--data_dir={trained[0]}", "--data_source=idx",
                             f"--model_dir={run}", "--phase=dense", "--conv_type=winograd",
                             f"--epochs={EPOCHS}", "--analysis_batches=0"]
-    failed = th.run_train(args, check=False)
+    failed = support.run_train(args, check=False)
     assert failed.returncode != 0
     assert "train.py: Cannot resume the training phase" in failed.stdout
     assert "ckpt-2" in failed.stdout and "Traceback" not in failed.stdout, failed.stdout[-3000:]
     # The way out the message offers: rewind to epoch 1, rerun.
     checkpointing.main(["rewind", dense, "1"])
     assert checkpointing.checkpoint_epochs(dense) == [1]
-    out = th.run_train(args).stdout
+    out = support.run_train(args).stdout
     assert "resuming from the checkpoint of epoch 1" in out
     progress = training.read_progress(dense)
     assert [r["event"] for r in progress].count("rewind") == 1

@@ -3,12 +3,13 @@
 import json
 import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
+import pytest
 
-from tf_sparse_winograd.training import testing as th
+import support
+
+pytestmark = pytest.mark.slow  # Trains in subprocesses.
 
 _WORKER = r'''
 import json, sys
@@ -21,6 +22,7 @@ if replicas > 1:
         cpu, [tf.config.LogicalDeviceConfiguration()] * replicas)
 from tf_sparse_winograd import pruning, training
 from tf_sparse_winograd.pruning import pruning_impl
+
 config = training.TrainConfig(
     width=0.0625, batch_size=16, max_train_examples=64, max_eval_examples=32, analysis_batches=0,
     verbose=0, epochs=(1, 1), learning_rate=0.02, conv_type="winograd_relu", density=(0.4,),
@@ -34,9 +36,9 @@ masks, report = {}, {"replicas": runner.strategy.num_replicas_in_sync, "replica_
 for wrapper in pruning.collect_prunable_layers(model):
     for weight, mask, _ in wrapper.pruning_vars:
         local_masks = [np.array(v) for v in
-                       runner.strategy.experimental_local_results(pruning_impl._variable(mask))]
+                       runner.strategy.experimental_local_results(pruning_impl.tf_variable(mask))]
         local_weights = [np.array(v) for v in
-                         runner.strategy.experimental_local_results(pruning_impl._variable(weight))]
+                         runner.strategy.experimental_local_results(pruning_impl.tf_variable(weight))]
         report["replica_masks_equal"] &= all(np.array_equal(local_masks[0], m) for m in local_masks)
         report["pruned_weights_zero"] &= all(not np.any(w[local_masks[0] == 0]) for w in local_weights)
         masks[wrapper.layer.name] = local_masks[0]
@@ -49,7 +51,7 @@ with open(out + ".json", "w") as f:
 
 
 def test_mirrored_two_cpus_same_masks_as_one_device(tmp_path):
-    idx = th.write_fashion_idx(str(tmp_path / "idx"))
+    idx = support.write_fashion_idx(str(tmp_path / "idx"))
     worker = tmp_path / "worker.py"
     worker.write_text(_WORKER)
     reports, masks = {}, {}
@@ -59,10 +61,7 @@ def test_mirrored_two_cpus_same_masks_as_one_device(tmp_path):
             shutil.copytree(os.path.join(str(tmp_path / "r1"), "dense"),
                             os.path.join(run_dir, "dense"))
         out = str(tmp_path / f"out{replicas}")
-        proc = subprocess.run([sys.executable, str(worker), str(replicas), run_dir, idx, out],
-                              cwd=th.REPO, env=th.subprocess_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=600)
-        assert proc.returncode == 0, proc.stdout[-6000:]
+        support.run_script(worker, replicas, run_dir, idx, out, timeout=600)
         with open(out + ".json") as f:
             reports[replicas] = json.load(f)
         masks[replicas] = dict(np.load(out + ".npz"))

@@ -17,7 +17,6 @@ import pytest
 
 import support
 from tf_sparse_winograd import training
-from tf_sparse_winograd.training import testing as th
 
 EXAMPLES, BATCH = 256, 16
 STEPS_PER_EPOCH = EXAMPLES // BATCH  # global steps: each worker runs half of every batch
@@ -69,7 +68,7 @@ def _start_job(tmp_path, job, run, idx):
         config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
         procs.append(support.start_python(
             _WORKER, run, idx, tmp_path / f"{job}_worker{index}",
-            log=tmp_path / f"{job}_worker{index}.log", cwd=th.REPO,
+            log=tmp_path / f"{job}_worker{index}.log", cwd=support.REPO,
             env={"TF_CONFIG": json.dumps(config), "TMPDIR": tmp, "TF_CPP_MIN_LOG_LEVEL": "2"}))
     return procs
 
@@ -116,7 +115,7 @@ def _assert_same_variables(tmp_path, job, phase):
 
 @pytest.mark.slow
 def test_two_workers_agree_and_a_killed_worker_loses_nothing(tmp_path):
-    idx = th.write_fashion_idx(str(tmp_path / "idx"), n_train=EXAMPLES, n_test=32)
+    idx = support.write_fashion_idx(str(tmp_path / "idx"), n_train=EXAMPLES, n_test=32)
     run = str(tmp_path / "run")
     retrain = os.path.join(run, "retrain_d0.4")
 

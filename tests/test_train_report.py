@@ -2,14 +2,12 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
+import support
 from tf_sparse_winograd.training import reporting
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _layer(name, kind, density, act):
@@ -62,10 +60,8 @@ def test_make_report_writes_figures_and_tables(runs, tmp_path):
 
 def test_report_py_cli(runs, tmp_path):
     out = str(tmp_path / "cli")
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "report.py"), f"--runs={runs}",
-                           f"--out_dir={out}"], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = support.run_script(support.REPORT_PY, f"--runs={runs}", f"--out_dir={out}",
+                              timeout=300)
     assert "Accuracy and multiplies" in proc.stdout
     assert os.path.exists(os.path.join(out, "figure2_accuracy_vs_density.png"))
 

@@ -3,12 +3,14 @@
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
+import pytest
+
 from tf_sparse_winograd import training
-from tf_sparse_winograd.training import testing as th
+import support
+
+pytestmark = pytest.mark.slow  # Trains with train.py in subprocesses.
 
 EPOCHS = 3
 STEPS_PER_EPOCH = 4  # 64 examples / batch 16.
@@ -24,16 +26,15 @@ def _logged_an_epoch_end(phase_dir):
 
 
 def test_killed_run_resumes_from_last_checkpoint(tmp_path):
-    idx = th.write_fashion_idx(str(tmp_path / "idx"), n_train=64, n_test=32)
+    idx = support.write_fashion_idx(str(tmp_path / "idx"), n_train=64, n_test=32)
     model_dir = str(tmp_path / "run")
-    args = [sys.executable, th.TRAIN_PY] + th.TINY_FLAGS + [
+    args = support.TINY_TRAIN_FLAGS + [
         f"--data_dir={idx}", "--data_source=idx", f"--model_dir={model_dir}", "--phase=dense",
         "--conv_type=winograd", f"--epochs={EPOCHS}", "--max_train_examples=64", "--analysis_batches=0"]
     dense = os.path.join(model_dir, "dense")
     index = os.path.join(dense, "checkpoints", "checkpoint")
     log = open(tmp_path / "first_run.log", "w")
-    proc = subprocess.Popen(args, cwd=th.REPO, env=th.subprocess_env(), stdout=log,
-                            stderr=subprocess.STDOUT)
+    proc = support.start_train(args, log)
     try:
         deadline = time.time() + 400
         # The epoch's checkpoint is written before its progress record: wait for both, or the
@@ -53,7 +54,7 @@ def test_killed_run_resumes_from_last_checkpoint(tmp_path):
     done = max(r["epoch"] for r in first if r["event"] == "epoch_end")
     assert 1 <= done < EPOCHS
 
-    out = th.run_train(args[2:]).stdout
+    out = support.run_train(args).stdout
     assert "resuming from the checkpoint of epoch" in out
     progress = training.read_progress(dense)
     starts = [r for r in progress if r["event"] == "start"]

@@ -84,21 +84,6 @@ def read_idx(path):
     return np.frombuffer(raw, dtype, count, header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
-def write_idx(path, array):
-    """Writes a uint8/int8/int16/int32/float32/float64 array as IDX (gzip if path ends in .gz)."""
-    array = np.asarray(array)
-    codes = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_TYPES.items()}
-    if array.dtype not in codes:
-        raise ValueError(f"Cannot write dtype {array.dtype} as IDX")
-    code = codes[array.dtype]
-    payload = (struct.pack(">BBBB", 0, 0, code, array.ndim)
-               + struct.pack(f">{array.ndim}i", *array.shape)
-               + array.astype(_IDX_TYPES[code]).tobytes())
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "wb") as f:
-        f.write(payload)
-
-
 def _find_idx_file(data_dir, stem):
     for candidate in (stem + ".gz", stem, stem.replace("-idx", ".idx")):
         path = os.path.join(data_dir, candidate)
@@ -135,7 +120,7 @@ def raw_dataset(name, split, source="auto", data_dir=DEFAULT_IDX_DIR, tfds_data_
     source: 'tfds', 'idx' (fashion_mnist only) or 'auto' (tfds, then for fashion_mnist the IDX
     files in `data_dir`).
     """
-    spec = get_spec(name)
+    get_spec(name)  # Raises for an unknown dataset name.
     if source not in SOURCES:
         raise ValueError(f"`source` must be one of {SOURCES}. Received: source={source!r}")
     if source == "idx" and name != "fashion_mnist":

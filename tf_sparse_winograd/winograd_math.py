@@ -15,7 +15,6 @@ a fast TensorFlow kernel and there is no Python loop over tiles:
 All functions accept float32/float64/float16 tensors and shapes that are only known at run time.
 """
 
-import numpy as np
 import tensorflow as tf
 
 from tf_sparse_winograd import transforms

@@ -13,5 +13,4 @@ from tf_sparse_winograd.export.saved_model import SIGNATURE_KEY
 from tf_sparse_winograd.export.saved_model import export_saved_model
 from tf_sparse_winograd.export.saved_model import graph_op_types
 from tf_sparse_winograd.export.saved_model import load_saved_model
-from tf_sparse_winograd.export.saved_model import missing_op_message
 from tf_sparse_winograd.export.saved_model import saved_model_size

@@ -117,7 +117,7 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
     return model
 
 
-def missing_op_message(path, error=None):
+def _missing_op_message(path, error=None):
     """Explains how to make a SavedModel that uses the sparse ops loadable."""
     from google.protobuf import message  # pylint: disable=import-outside-toplevel
     try:
@@ -148,12 +148,12 @@ def load_saved_model(path, **kwargs):
     try:
         _ops().load_op_library()
     except Exception as error:  # pylint: disable=broad-except
-        raise tf.errors.NotFoundError(None, None, missing_op_message(path, error)) from error
+        raise tf.errors.NotFoundError(None, None, _missing_op_message(path, error)) from error
     try:
         return tf.saved_model.load(path, **kwargs)
     except (tf.errors.NotFoundError, RuntimeError) as error:
         # TensorFlow 2.21 reports an unregistered op in a function as a RuntimeError
         # ("Op type not registered ..."), older versions as a NotFoundError.
         if _OP_PREFIX.rstrip(">") in str(error):
-            raise tf.errors.NotFoundError(None, None, missing_op_message(path, error)) from error
+            raise tf.errors.NotFoundError(None, None, _missing_op_message(path, error)) from error
         raise

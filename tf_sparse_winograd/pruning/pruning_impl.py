@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 
-def _variable(v):
+def tf_variable(v):
     """The tf.Variable (possibly distributed) behind a Keras variable."""
     inner = getattr(v, "_value", None)  # keras.Variable (TensorFlow backend) holds a tf.Variable.
     return inner if isinstance(inner, tf.Variable) else v
@@ -124,7 +124,7 @@ def block_magnitude_mask(weights, keep, block_size):
 def strategy_of(variables):
     """The tf.distribute strategy the first distributed variable belongs to, or None."""
     for v in variables:
-        strategy = getattr(_variable(v), "distribute_strategy", None)
+        strategy = getattr(tf_variable(v), "distribute_strategy", None)
         if strategy is not None:
             return strategy
     return None
@@ -149,15 +149,15 @@ def _in_cross_replica(fn, variables=()):
 def _assign(strategy, variable, value):
     """Assigns `value` (a tensor, the same for every replica) to `variable` on every device."""
     return strategy.extended.update(
-        _variable(variable), lambda v, x: v.assign(tf.cast(x, v.dtype)), args=(value,),
+        tf_variable(variable), lambda v, x: v.assign(tf.cast(x, v.dtype)), args=(value,),
         group=True)
 
 
 def _apply_mask(strategy, weight, mask):
     """weight <- weight * mask on every device, each with its own copy of both."""
     return strategy.extended.update(
-        _variable(weight), lambda w, m: w.assign(w * tf.cast(m, w.dtype)),
-        args=(_variable(mask),), group=True)
+        tf_variable(weight), lambda w, m: w.assign(w * tf.cast(m, w.dtype)),
+        args=(tf_variable(mask),), group=True)
 
 
 class Pruning:
@@ -189,7 +189,7 @@ class Pruning:
     def _mask_update(self, strategy, keep_fn):
         updates = []
         for weight, mask, threshold in self._pruning_vars:
-            value = tf.convert_to_tensor(_variable(weight))
+            value = tf.convert_to_tensor(tf_variable(weight))
             new_threshold, new_mask = self._new_mask(value, keep_fn)
             updates.append(_assign(strategy, mask, new_mask))
             updates.append(_assign(strategy, threshold, new_threshold))
@@ -220,7 +220,7 @@ class Pruning:
         def fn(strategy):
             deps = []
             if training:
-                step = tf.math.maximum(tf.convert_to_tensor(_variable(step_variable)),
+                step = tf.math.maximum(tf.convert_to_tensor(tf_variable(step_variable)),
                                        tf.constant(0, tf.int64))
                 should_prune, sparsity = self._pruning_schedule(step)
                 update = tf.cond(
@@ -248,7 +248,7 @@ class Pruning:
         def fn(strategy):
             updates = []
             for (weight, mask, threshold), keep in zip(self._pruning_vars, keep_counts):
-                value = tf.convert_to_tensor(_variable(weight))
+                value = tf.convert_to_tensor(tf_variable(weight))
                 new_threshold, new_mask = self._new_mask(value, lambda _, k=keep: k)
                 updates.append(_assign(strategy, mask, new_mask))
                 updates.append(_assign(strategy, threshold, new_threshold))

@@ -113,7 +113,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         # A tuple of tuples inside a plain object, so that Keras does not track the wrapped
         # layer's weights a second time as this layer's own.
         self.pruning_obj = pruning_impl.Pruning(
-            step_fn=lambda: tf.convert_to_tensor(pruning_impl._variable(self.pruning_step)),
+            step_fn=lambda: tf.convert_to_tensor(pruning_impl.tf_variable(self.pruning_step)),
             pruning_vars=triples, pruning_schedule=self.pruning_schedule,
             block_size=self.block_size)
         self.built = True

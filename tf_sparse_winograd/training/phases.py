@@ -18,7 +18,6 @@ import math
 import os
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl import logging
 
