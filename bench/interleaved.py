@@ -1,7 +1,12 @@
-"""Interleaved timing shared by the benchmarks: every function once per round, round after round,
-so that the load of a shared machine hits them alike."""
+"""Timing shared by the benchmarks: interleaved rounds (every function once per round, round after
+round, so that the load of a shared machine hits them alike), calls timed over a minimum
+duration, SavedModel serving functions, and the machine's description."""
 
+import platform
 import statistics
+import time
+
+import numpy as np
 
 
 def measure(samplers, rounds):
@@ -17,3 +22,63 @@ def measure(samplers, rounds):
         for i in list(range(start, len(samplers))) + list(range(start)):
             results[i].append(samplers[i]())
     return [(min(r), statistics.median(r)) for r in results]
+
+
+def time_per_call(fn, x, min_seconds):
+    """Seconds per call: calls `fn(x)` repeatedly for at least `min_seconds` (and twice)."""
+    calls, start = 0, time.perf_counter()
+    while True:
+        result = fn(x)
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds and calls >= 2:
+            break
+    del result
+    return elapsed / calls
+
+
+def time_variants(variants, x, rounds, min_seconds, agree=(), rtol=1e-3):
+    """Warms up every variant (a dict name -> fn) on `x`, checks that those named in `agree`
+    compute what the first one does (within rtol of its largest output), then times them all
+    interleaved. Returns ({name: best seconds per call}, {name: median})."""
+    reference = None
+    for name, fn in variants.items():
+        out = first_output(fn(x))
+        if reference is None:
+            reference = out
+        elif name in agree:
+            np.testing.assert_allclose(out, reference, rtol=rtol,
+                                       atol=rtol * np.abs(reference).max(), err_msg=name)
+    results = measure([lambda fn=fn: time_per_call(fn, x, min_seconds)
+                       for fn in variants.values()], rounds)
+    return ({name: b for name, (b, _) in zip(variants, results)},
+            {name: m for name, (_, m) in zip(variants, results)})
+
+
+def serving_function(path):
+    """The `serving_default` signature of the SavedModel at `path` (op library loaded first)."""
+    from tf_sparse_winograd import export  # pylint: disable=import-outside-toplevel
+    loaded = export.load_saved_model(path)
+    signature = loaded.signatures["serving_default"]
+    return lambda x, _loaded=loaded: signature(x)
+
+
+def first_output(outputs):
+    """The first tensor of a model's or a signature's outputs, as numpy."""
+    if isinstance(outputs, dict):
+        outputs = next(iter(outputs.values()))
+    elif isinstance(outputs, (list, tuple)):
+        outputs = outputs[0]
+    return outputs.numpy()
+
+
+def cpu_model():
+    """The CPU's model name, from /proc/cpuinfo (platform.processor() elsewhere)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"

@@ -20,11 +20,9 @@ them alike; the best round is reported (and the median, for scale). Usage:
                               [--unfused_pools] [--dense_fc]
 """
 
-import functools
 import itertools
 import os
 import tempfile
-import time
 
 from absl import app
 from absl import flags
@@ -36,7 +34,9 @@ from tf_sparse_winograd import models
 from tf_sparse_winograd.models.batch_norm_stats import randomize_batch_norms
 from tf_sparse_winograd import export
 from tf_sparse_winograd import pruning
-from interleaved import measure
+from interleaved import cpu_model
+from interleaved import time_variants
+from interleaved import serving_function
 
 _DENSITIES = flags.DEFINE_list("densities", ["0.4", "0.1"], "Winograd kernel densities.")
 _TILE_SIZES = flags.DEFINE_list("tile_sizes", ["2", "4"], "Winograd tile sizes.")
@@ -80,25 +80,6 @@ def _frozen(model):
     return convert_to_constants.convert_variables_to_constants_v2(concrete)
 
 
-def _serving(path):
-    loaded = export.load_saved_model(path)
-    signature = loaded.signatures["serving_default"]
-    return lambda x, _loaded=loaded: signature(x)
-
-
-def _time_once(fn, x, min_seconds):
-    """Seconds per call: calls `fn(x)` repeatedly for at least `min_seconds`."""
-    calls, start = 0, time.perf_counter()
-    while True:
-        result = fn(x)
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds and calls >= 2:
-            break
-    del result
-    return elapsed / calls
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -114,7 +95,7 @@ def main(argv):
     keras_fn = tf.function(lambda x: spatial(x, training=False))
     variants["spatial Keras"] = keras_fn
     export.export_saved_model(spatial, os.path.join(workdir, "spatial"), convert=False)
-    variants["spatial SavedModel"] = _serving(os.path.join(workdir, "spatial"))
+    variants["spatial SavedModel"] = serving_function(os.path.join(workdir, "spatial"))
     variants["spatial frozen"] = _frozen(spatial)
     sizes = {"spatial SavedModel": export.saved_model_size(os.path.join(workdir, "spatial"))}
     for conv_type, tile_size, density, block in itertools.product(
@@ -133,26 +114,17 @@ def main(argv):
             path = os.path.join(workdir, f"sparse_{conv_type}_t{tile_size}_d{density}_b{block}"
                                 + suffix.replace(" ", "_"))
             export.export_saved_model(model, path, **options)
-            variants[label] = _serving(path)
+            variants[label] = serving_function(path)
             sizes[label] = export.saved_model_size(path)
 
     rng = np.random.default_rng(_SEED)
-    print(f"TensorFlow {tf.__version__}, {_THREADS.value} intra-op threads, "
+    print(f"{cpu_model()}, TensorFlow {tf.__version__}, {_THREADS.value} intra-op threads, "
           f"{_ROUNDS.value} interleaved rounds of >= {_MIN_SECONDS.value} s per variant")
     for batch in batch_sizes:
         x = tf.constant(rng.normal(size=(batch, 32, 32, 3)).astype(np.float32))
-        reference = keras_fn(x).numpy()
-        for name, fn in variants.items():  # warm up, and check every variant computes the same
-            out = fn(x)
-            out = (next(iter(out.values())) if isinstance(out, dict)
-                   else out[0] if isinstance(out, (list, tuple)) else out).numpy()
-            if name.startswith("spatial"):
-                np.testing.assert_allclose(out, reference, rtol=1e-3,
-                                           atol=1e-3 * np.abs(reference).max())
-        results = measure([functools.partial(_time_once, fn, x, _MIN_SECONDS.value)
-                           for fn in variants.values()], _ROUNDS.value)
-        best = {name: b for name, (b, _) in zip(variants, results)}
-        median = {name: m for name, (_, m) in zip(variants, results)}
+        best, median = time_variants(
+            variants, x, _ROUNDS.value, _MIN_SECONDS.value,
+            agree=[name for name in variants if name.startswith("spatial")])
         print(f"\n### batch {batch}\n")
         print("| variant | best ms | median ms | images/s | speedup vs spatial Keras | "
               "vs spatial SavedModel | vs spatial frozen |")

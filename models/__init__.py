@@ -14,6 +14,7 @@ if __name__ != "tf_sparse_winograd.models":
                       f"Received: import as {__name__!r}")
 
 from tf_sparse_winograd.models import convpool_cnn_c
+from tf_sparse_winograd.models import imagenet_resnet18
 from tf_sparse_winograd.models import resnet18
 from tf_sparse_winograd.models import vgg_nagadomi
 from tf_sparse_winograd.models.conv_block import CONV_TYPES

@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from tf_sparse_winograd.models.batch_norm_stats import randomize_batch_norms
 from tf_sparse_winograd import export
+from tf_sparse_winograd import layers
 from tf_sparse_winograd.layers.sparse_winograd_conv2d import SparseWinogradConv2D
 from tf_sparse_winograd.layers.winograd_conv2d import WinogradConv2D
 
@@ -284,7 +285,7 @@ def test_fc_only_saved_model_reloads_in_a_fresh_process_and_names_its_op(tmp_pat
 def test_sparse_dense_keras_file_round_trip(tmp_path):
     kernel = np.random.default_rng(4).normal(size=(12, 7)).astype(np.float32)
     kernel[np.abs(kernel) < 1.0] = 0.0
-    layer = export.SparseDense.from_kernel(kernel, np.arange(7, dtype=np.float32), "relu")
+    layer = layers.SparseDense.from_kernel(kernel, np.arange(7, dtype=np.float32), "relu")
     assert layer.nnz == np.count_nonzero(kernel) and layer.col_idx.dtype == "int16"
     model = keras.Sequential([keras.Input((12,)), layer])
     model.save(str(tmp_path / "m.keras"))

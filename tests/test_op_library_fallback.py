@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from tf_sparse_winograd import export
 from tf_sparse_winograd import ops
+from tf_sparse_winograd import layers
 from tf_sparse_winograd.layers import SparseWinogradConv2D
 
 import support
@@ -56,7 +57,7 @@ def _sparse_model():
     w[rng.random(w.shape) < 0.7] = 0.0
     conv = SparseWinogradConv2D.from_kernel(u, rng.normal(size=5), tile_size=2, activation="relu",
                                             max_pool_2x2=True, name="conv")
-    dense = export.SparseDense.from_kernel(w, rng.normal(size=6), activation="relu", name="fc")
+    dense = layers.SparseDense.from_kernel(w, rng.normal(size=6), activation="relu", name="fc")
     inputs = keras.Input((9, 8, 3))
     outputs = dense(keras.layers.Flatten()(conv(inputs)))
     return keras.Model(inputs, outputs)

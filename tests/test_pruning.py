@@ -230,7 +230,7 @@ def test_prune_low_magnitude_model_list_and_layer():
     assert single.name == "custom"
     with pytest.raises(ValueError, match="not prunable"):
         pruning.prune_low_magnitude(keras.layers.ReLU())
-    with pytest.raises(ValueError):
+    with pytest.raises(TypeError, match="Received: to_prune='model' \\(type str\\)"):
         pruning.prune_low_magnitude("model")
 
 

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 
 from tf_sparse_winograd import export
+from tf_sparse_winograd import layers
 from tf_sparse_winograd import ops
 
 ISAS = ("generic", "avx2", "avx512")
@@ -209,7 +210,7 @@ def test_eager_kernels_of_one_shape_alternate_through_the_cache():
 def test_sparse_dense_layer_on_rank_3_input_with_unfused_activation():
     rng = np.random.default_rng(10)
     _, kernel, bias = _random_case(rng, 1, 40, 12, 0.3)
-    layer = export.SparseDense.from_kernel(kernel, bias, activation="tanh")
+    layer = layers.SparseDense.from_kernel(kernel, bias, activation="tanh")
     x = rng.normal(size=(3, 5, 40)).astype(np.float32)
     y = keras.ops.convert_to_numpy(layer(x))
     assert y.shape == (3, 5, 12)

@@ -28,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_sparse_winograd import pruning
 from tf_sparse_winograd import transforms
 from tf_sparse_winograd import winograd_math
 from tf_sparse_winograd.layers import WinogradConv2D
@@ -118,73 +119,60 @@ class MultiplyCount:
         return self.format_table()
 
 
-def unwrap(layer):
-    """The layer inside a pruning wrapper (anything with a `.layer` that is a Keras layer)."""
-    inner = getattr(layer, "layer", None)
-    return unwrap(inner) if isinstance(inner, keras.layers.Layer) else layer
-
-
-def _find_mask(wrapper, kernel):
-    """A pruning mask variable of the kernel's shape held by a wrapper, or None."""
-    if wrapper is unwrap(wrapper):
-        return None
-    for v in wrapper.weights:
-        if "mask" in v.path.split("/")[-1] and tuple(v.shape) == tuple(kernel.shape):
-            return v
-    return None
-
-
 def weight_density(layer):
-    """Fraction of nonzero entries of the layer's kernel (Winograd kernel; mask applied)."""
-    inner = unwrap(layer)
-    kernel = inner.winograd_kernel if isinstance(inner, WinogradConv2D) else inner.kernel
-    values = np.asarray(keras.ops.convert_to_numpy(kernel))
-    mask = _find_mask(layer, kernel)
-    if mask is not None:
-        values = values * np.asarray(keras.ops.convert_to_numpy(mask))
-    return float(np.count_nonzero(values)) / values.size
-
-
-def _is_conv(layer):
-    return isinstance(layer, keras.layers.Conv2D) and type(layer).__name__ in ("Conv2D",)
+    """Fraction of nonzero entries of the layer's kernel (Winograd kernel; a wrapper's mask
+    applied)."""
+    kernel = pruning.effective_kernel(layer)
+    return float(np.count_nonzero(kernel)) / kernel.size
 
 
 def _shape(tensor):
     return tuple(int(d) for d in tensor.shape[1:])
 
 
+def _is_spatial_winograd_candidate(conv):
+    """A 3x3, stride-1, dilation-1, ungrouped 2-D convolution: what F(m x m, 3 x 3) computes."""
+    return (type(conv) is keras.layers.Conv2D  # pylint: disable=unidiomatic-typecheck
+            and tuple(conv.kernel_size) == (3, 3) and tuple(conv.strides) == (1, 1)
+            and tuple(conv.dilation_rate) == (1, 1) and conv.groups == 1)
+
+
 def _static_count(layer, tile_size):
     """A LayerCount without activation figures, or None for a layer that does not multiply."""
-    inner = unwrap(layer)
-    if not isinstance(inner, (WinogradConv2D, keras.layers.Dense)) and not _is_conv(inner):
+    inner = pruning.unwrap(layer)
+    is_winograd = isinstance(inner, WinogradConv2D)
+    if not (is_winograd or isinstance(inner, keras.layers.Dense) or pruning.is_convolution(inner)):
         return None
     in_shape, out_shape = _shape(layer.input), _shape(layer.output)
-    if isinstance(inner, WinogradConv2D):
-        m = inner.tile_size
+    kernel_size = int(np.prod(pruning.prunable_weights(inner)[0].shape))
+    # Every kernel entry multiplies once per output position (per input position for a
+    # transposed convolution, which scatters each input over the kernel's window).
+    transposed = isinstance(inner, (keras.layers.Conv1DTranspose, keras.layers.Conv2DTranspose,
+                                    keras.layers.Conv3DTranspose))
+    positions = int(np.prod((in_shape if transposed else out_shape)[:-1]))
+    if is_winograd:
         kind = "winograd_relu" if inner.winograd_relu else "winograd"
-        cin, cout = in_shape[-1], inner.filters
-        ho, wo = out_shape[0], out_shape[1]
-        direct = ho * wo * 9 * cin * cout
-        winograd = math.ceil(ho / m) * math.ceil(wo / m) * (m + 2) ** 2 * cin * cout
+        direct = int(np.prod(out_shape[:-1])) * 9 * in_shape[-1] * inner.filters
+        winograd = _winograd_multiplies(out_shape, in_shape[-1], inner.filters, inner.tile_size)
     elif isinstance(inner, keras.layers.Dense):
         kind = "dense"
-        positions = int(np.prod(in_shape[:-1])) if len(in_shape) > 1 else 1
-        direct = winograd = positions * in_shape[-1] * inner.units
+        direct = winograd = positions * kernel_size
     else:
-        kh, kw = inner.kernel_size
-        cin, cout = in_shape[-1], inner.filters
-        ho, wo = out_shape[0], out_shape[1]
-        direct = ho * wo * kh * kw * (cin // inner.groups) * cout
-        stride1 = tuple(inner.strides) == (1, 1) and tuple(inner.dilation_rate) == (1, 1)
-        if (kh, kw) == (3, 3) and stride1 and inner.groups == 1:
+        direct = positions * kernel_size
+        if _is_spatial_winograd_candidate(inner):
             kind = "conv3x3"
-            m = tile_size
-            winograd = math.ceil(ho / m) * math.ceil(wo / m) * (m + 2) ** 2 * cin * cout
+            winograd = _winograd_multiplies(out_shape, in_shape[-1], inner.filters, tile_size)
         else:
             kind = "conv"
             winograd = direct
     return LayerCount(inner.name, kind, in_shape, out_shape, int(direct), int(winograd),
                       weight_density(layer))
+
+
+def _winograd_multiplies(out_shape, in_channels, filters, tile_size):
+    m = tile_size
+    tiles = math.ceil(out_shape[0] / m) * math.ceil(out_shape[1] / m)
+    return tiles * (m + 2) ** 2 * in_channels * filters
 
 
 def _per_example_density(x):
@@ -200,37 +188,79 @@ def _transformed_density(x, inner):
     return tf.reduce_mean(tf.cast(tf.not_equal(v, 0), tf.float32), axis=[0, 2])
 
 
+class _InputProbe:
+    """images -> [input of each layer] for layers anywhere in a model, nested models included.
+
+    One probe model per (nested) model reads the inputs of the wanted layers directly in it and
+    the inputs of the nested models holding others, which are then probed in turn.
+    """
+
+    def __init__(self, model, layers):
+        self.model = model
+        wanted = {id(layer) for layer in layers}
+        self.members = []  # (layer, None) or (nested model, its _InputProbe)
+        for member in model.layers:
+            if isinstance(member, keras.Model):
+                nested = _InputProbe(member, layers)
+                if nested.members:
+                    self.members.append((member, nested))
+            elif id(member) in wanted:
+                self.members.append((member, None))
+        # The model's own input tensors (`model.input` of a nested model is its input in the
+        # outer model).
+        own_inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        self.probe = (keras.Model(own_inputs, [m.input for m, _ in self.members])
+                      if self.members else None)
+
+    def __call__(self, images):
+        """{layer: its input tensor} for `images`."""
+        if self.probe is None:
+            return {}
+        values = self.probe(images, training=False)
+        if len(self.members) == 1:
+            values = [values]
+        found = {}
+        for (member, nested), value in zip(self.members, values):
+            if nested is None:
+                found[id(member)] = value
+            else:
+                found.update(nested(value))
+        return found
+
+
 def measure_activation_density(model, layers, dataset, max_batches=None):
     """{layer name: (spatial densities, multiply-site densities)} per example, over `dataset`.
 
-    Names are those of the layers inside any pruning wrapper.
+    `layers` may lie in nested models; names are those of the layers inside any pruning wrapper.
+    A layer called more than once in the model is measured at its first call.
     """
-    probe = keras.Model(model.inputs, [layer.input for layer in layers])
-    spatial = {l.name: [] for l in layers}
-    site = {l.name: [] for l in layers}
+    probe = _InputProbe(model, layers)
 
     @tf.function(reduce_retracing=True)
     def densities(images):
-        inputs = probe(images, training=False)
-        if len(layers) == 1:
-            inputs = [inputs]
-        out = []
-        for layer, x in zip(layers, inputs):
-            s = _per_example_density(x)
-            inner = unwrap(layer)
-            w = _transformed_density(x, inner) if isinstance(inner, WinogradConv2D) else s
-            out.append((s, w))
+        inputs = probe(images)
+        out = {}
+        for layer in layers:
+            if id(layer) not in inputs:
+                continue
+            x = inputs[id(layer)]
+            spatial = _per_example_density(x)
+            inner = pruning.unwrap(layer)
+            site = _transformed_density(x, inner) if isinstance(inner, WinogradConv2D) else spatial
+            out[pruning.unwrap(layer).name] = (spatial, site)
         return out
 
+    collected = {}
     for i, batch in enumerate(dataset):
         if max_batches is not None and i >= max_batches:
             break
         images = batch[0] if isinstance(batch, (tuple, list)) else batch
-        for layer, (s, w) in zip(layers, densities(images)):
-            spatial[layer.name].append(s.numpy())
-            site[layer.name].append(w.numpy())
-    return {unwrap(l).name: (np.concatenate(spatial[l.name]), np.concatenate(site[l.name]))
-            for l in layers if spatial[l.name]}
+        for name, (spatial, site) in densities(images).items():
+            collected.setdefault(name, ([], []))
+            collected[name][0].append(spatial.numpy())
+            collected[name][1].append(site.numpy())
+    return {name: (np.concatenate(spatial), np.concatenate(site))
+            for name, (spatial, site) in collected.items()}
 
 
 def count_multiplies(model, dataset=None, tile_size=2, max_batches=None, print_table=False,
@@ -238,7 +268,9 @@ def count_multiplies(model, dataset=None, tile_size=2, max_batches=None, print_t
     """Counts multiplies per image of `model`, layer by layer (see the module docstring).
 
     Args:
-      model: a built functional Keras model (pruning-wrapped or stripped).
+      model: a built Sequential or functional Keras model (pruning-wrapped or stripped);
+        layers of nested models are counted too. A layer called several times is counted once,
+        at its first call.
       dataset: optional iterable of image batches or (image, label) batches; activation densities
         are measured on it (inference mode).
       tile_size: m used to count the Winograd cost of spatial 3x3 stride-1 convolutions.
@@ -247,9 +279,10 @@ def count_multiplies(model, dataset=None, tile_size=2, max_batches=None, print_t
     Returns:
       A MultiplyCount (str() gives the table, `as_dict()` plain data).
     """
+    pruning.check_model(model, "count_multiplies")
     tile_size = transforms.check_tile_size(tile_size)
     layers, counts = [], []
-    for layer in model.layers:
+    for layer in pruning.walk_layers(model):
         count = _static_count(layer, tile_size)
         if count is not None:
             layers.append(layer)

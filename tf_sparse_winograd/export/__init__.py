@@ -15,4 +15,3 @@ from tf_sparse_winograd.export.saved_model import graph_op_types
 from tf_sparse_winograd.export.saved_model import load_saved_model
 from tf_sparse_winograd.export.saved_model import missing_op_message
 from tf_sparse_winograd.export.saved_model import saved_model_size
-from tf_sparse_winograd.export.sparse_dense import SparseDense

@@ -1,20 +1,23 @@
 """`to_sparse(model)`: a clone of a Keras model whose Winograd convolutions run on the sparse op.
 
-Every `WinogradConv2D` (plain, stripped or still in a pruning wrapper) becomes a
+Pruning wrappers are stripped first (`pruning.strip_pruning`: the masks applied, the zeros
+exact), so everything below sees plain layers. Every `WinogradConv2D` becomes a
 `SparseWinogradConv2D` holding only its nonzeros. Where it is safe (see `folding`), an
 inference-mode BatchNormalization right after a convolution or Dense layer is folded into its
 kernel and bias, a ReLU right after that is fused into the layer, and a 2 x 2 max pool after a
 Winograd convolution (and its batch norm and ReLU) into its op. A pruned Dense layer becomes a
-`SparseDense` (stored as its nonzeros). Every other layer is cloned with its weights. The original model is left untouched.
+`SparseDense` (stored as its nonzeros). Every other layer is cloned with its weights. The
+original model is left untouched.
 """
 
 import keras
 import numpy as np
 
+from tf_sparse_winograd import pruning
 from tf_sparse_winograd.export import folding
-from tf_sparse_winograd.export.sparse_dense import SparseDense
+from tf_sparse_winograd.layers.sparse_dense import SparseDense
 from tf_sparse_winograd.layers.sparse_winograd_conv2d import SparseWinogradConv2D
-from tf_sparse_winograd.layers.sparse_winograd_conv2d import unwrap_pruned
+from tf_sparse_winograd.layers.winograd_conv2d import WinogradConv2D
 
 
 class _Absorbed:
@@ -24,21 +27,9 @@ class _Absorbed:
         self.layer = layer
 
 
-def _is_pruning_wrapper(layer):
-    return isinstance(layer, keras.layers.Wrapper) and hasattr(layer, "pruning_vars")
-
-
-def _strip_pruning_if_needed(model):
-    """Pruning wrappers around layers other than WinogradConv2D are removed with `strip_pruning`.
-
-    Wrapped Winograd layers are handled directly (their mask is applied when packing).
-    """
-    wrapped = [layer for layer in model._flatten_layers(include_self=False)  # pylint: disable=protected-access
-               if _is_pruning_wrapper(layer) and folding.winograd_layer_of(layer) is None]
-    if not wrapped:
-        return model
-    from tf_sparse_winograd import pruning  # pylint: disable=import-outside-toplevel
-    return pruning.strip_pruning(model)
+def strip_if_pruned(model):
+    """`model` without pruning wrappers (a stripped clone), or `model` itself when it has none."""
+    return pruning.strip_pruning(model) if pruning.collect_prunable_layers(model) else model
 
 
 def _sparse_enough(kernel, sparse_dense_max_density):
@@ -48,11 +39,12 @@ def _sparse_enough(kernel, sparse_dense_max_density):
 
 
 def replaced_by_to_sparse(layer, sparse_dense_max_density=0.5):
-    """True if `to_sparse` replaces `layer` (a Winograd layer, or a pruned plain Dense layer)."""
-    if folding.winograd_layer_of(layer) is not None:
+    """True if `to_sparse` replaces `layer` of a model without pruning wrappers: a Winograd
+    convolution, or a plain Dense layer pruned to at most `sparse_dense_max_density`."""
+    if isinstance(layer, WinogradConv2D):
         return True
     return (folding.head_of(layer) is layer and layer.built
-            and _sparse_enough(keras.ops.convert_to_numpy(layer.kernel), sparse_dense_max_density))
+            and _sparse_enough(pruning.effective_kernel(layer), sparse_dense_max_density))
 
 
 def _sparse_head(chain, sparse_dense_max_density=None):
@@ -61,16 +53,13 @@ def _sparse_head(chain, sparse_dense_max_density=None):
     A Dense head becomes a SparseDense when its kernel's density is at most
     `sparse_dense_max_density`; returns None for a Dense head that needs no change.
     """
-    head = folding.head_of(chain.conv)
+    head = chain.conv
+    kernel = pruning.effective_kernel(head)
+    bias = keras.ops.convert_to_numpy(head.bias) if head.use_bias else None
     if isinstance(head, keras.layers.Dense):
-        kernel = keras.ops.convert_to_numpy(head.kernel)
-        bias = keras.ops.convert_to_numpy(head.bias) if head.use_bias else None
         to_sparse_dense = _sparse_enough(kernel, sparse_dense_max_density)
         if not chain.absorbed and not to_sparse_dense:
             return None
-    else:
-        head, kernel = unwrap_pruned(chain.conv)
-        bias = keras.ops.convert_to_numpy(head.bias) if head.use_bias else None
     if chain.batch_norm is not None:
         kernel, bias = folding.fold_affine(kernel, bias, *folding.batch_norm_affine(chain.batch_norm))
     activation = "relu" if chain.relu is not None else keras.activations.serialize(head.activation)
@@ -138,7 +127,8 @@ def to_sparse(model, fold_batch_norm=True, fuse_relu=True, fuse_max_pool=True,
     """A clone of a built Sequential or functional `model` for sparse inference.
 
     Args:
-      model: a built Keras Sequential or functional model, possibly with pruning wrappers.
+      model: a built Keras Sequential or functional model, possibly with pruning wrappers (which
+        are stripped first).
       fold_batch_norm: fold a BatchNormalization directly after a WinogradConv2D or Dense layer
         (with no activation of its own, whose output feeds only the batch norm) into its kernel
         and bias, with the moving statistics (inference mode).
@@ -154,13 +144,15 @@ def to_sparse(model, fold_batch_norm=True, fuse_relu=True, fuse_max_pool=True,
     Returns:
       A new model of the same kind; the WinogradConv2D layers are SparseWinogradConv2D layers
       with the same names, folded batch norm, ReLU and max pool layers are gone.
+
+    Raises:
+      TypeError: `model` is not a Keras model. ValueError: a subclassed or unbuilt model.
     """
-    if not isinstance(model, keras.Model) or not model.built:
-        raise ValueError(f"`model` must be a built Keras model. Received: model={model!r}")
+    pruning.check_model(model, "to_sparse")
     options = {"fold_batch_norm": fold_batch_norm, "fuse_relu": fuse_relu,
                "fuse_max_pool": fuse_max_pool,
                "sparse_dense_max_density": sparse_dense_max_density}
-    model = _strip_pruning_if_needed(model)
+    model = strip_if_pruned(model)
     if isinstance(model, keras.Sequential):
         chains = folding.plan_sequential(model.layers, fold_batch_norm, fuse_relu, fuse_max_pool)
         cloner = _Cloner(chains, options)
@@ -169,12 +161,9 @@ def to_sparse(model, fold_batch_norm=True, fuse_relu=True, fuse_max_pool=True,
         inputs = keras.Input(batch_shape=source.shape, dtype=source.dtype, name=source.name)
         clone = keras.Sequential([inputs] + [layer for layer in layers
                                              if not isinstance(layer, _Absorbed)], name=model.name)
-    elif hasattr(model, "_nodes_by_depth"):
+    else:
         chains = folding.plan_functional(model, fold_batch_norm, fuse_relu, fuse_max_pool)
         cloner = _Cloner(chains, options)
         clone = keras.models.clone_model(model, clone_function=cloner, call_function=_call)
-    else:
-        raise ValueError("`to_sparse` supports Sequential and functional models. Received a "
-                         f"subclassed model: {type(model).__name__}")
     cloner.copy_weights()
     return clone

@@ -48,22 +48,15 @@ def fold_affine(kernel, bias, scale, offset):
     return folded_kernel, folded_bias.astype(kernel.dtype)
 
 
-def winograd_layer_of(layer):
-    """The WinogradConv2D in `layer` (itself or wrapped, e.g. for pruning), or None."""
-    inner = layer
-    while isinstance(inner, keras.layers.Wrapper):
-        inner = inner.layer
-    return inner if isinstance(inner, WinogradConv2D) else None
-
-
 def head_of(layer):
-    """The layer a chain can start at: a (wrapped) WinogradConv2D, or a plain Dense; else None.
+    """The layer a chain can start at: a WinogradConv2D or a plain Dense; else None.
 
     Batch norm folds into a Dense kernel the same way (its output channel is the last axis).
+    Models reach the planning without pruning wrappers (`to_sparse` strips them first).
     """
-    if type(layer) is keras.layers.Dense:  # pylint: disable=unidiomatic-typecheck
+    if type(layer) is keras.layers.Dense or isinstance(layer, WinogradConv2D):  # pylint: disable=unidiomatic-typecheck
         return layer
-    return winograd_layer_of(layer)
+    return None
 
 
 def is_linear(activation):
@@ -118,10 +111,10 @@ class Chain:
 
     def try_extend(self, layer, fold_batch_norm, fuse_relu, fuse_max_pool=False):
         """Appends `layer` if it can be absorbed after the layers already in the chain."""
-        inner = head_of(self.conv)
+        inner = self.conv
         if self.max_pool is not None:
             return False
-        if (fuse_max_pool and fusable_max_pool(layer) and winograd_layer_of(self.conv) is not None
+        if (fuse_max_pool and fusable_max_pool(layer) and isinstance(self.conv, WinogradConv2D)
                 and keras.activations.serialize(inner.activation) in ("linear", "relu")):
             self.max_pool = layer
             return True

@@ -9,9 +9,11 @@ import os
 
 import tensorflow as tf
 
+from tf_sparse_winograd import pruning
 from tf_sparse_winograd.export.convert import replaced_by_to_sparse
+from tf_sparse_winograd.export.convert import strip_if_pruned
 from tf_sparse_winograd.export.convert import to_sparse
-from tf_sparse_winograd.export.sparse_dense import SparseDense
+from tf_sparse_winograd.layers.sparse_dense import SparseDense
 from tf_sparse_winograd.layers.sparse_winograd_conv2d import SparseWinogradConv2D
 
 SIGNATURE_KEY = "serving_default"
@@ -21,10 +23,6 @@ _OP_PREFIX = "SparseWinograd>"
 def _ops():
     from tf_sparse_winograd import ops  # pylint: disable=import-outside-toplevel
     return ops
-
-
-def _layers(model):
-    return list(model._flatten_layers(include_self=False))  # pylint: disable=protected-access
 
 
 def graph_op_types(path):
@@ -83,12 +81,16 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
         layers would fall back to plain TF ops, which a sparse SavedModel must not contain).
       RuntimeError: if the model has sparse layers but the written graph lacks the sparse op.
     """
-    if convert and any(replaced_by_to_sparse(layer, sparse_dense_max_density)
-                       for layer in _layers(model)):
-        model = to_sparse(model, fold_batch_norm=fold_batch_norm, fuse_relu=fuse_relu,
-                          fuse_max_pool=fuse_max_pool,
-                          sparse_dense_max_density=sparse_dense_max_density)
-    if any(isinstance(l, (SparseWinogradConv2D, SparseDense)) for l in _layers(model)):
+    pruning.check_model(model, "export_saved_model", graph=False)
+    if convert:
+        model = strip_if_pruned(model)
+        if any(replaced_by_to_sparse(layer, sparse_dense_max_density)
+               for layer in pruning.walk_layers(model)):
+            model = to_sparse(model, fold_batch_norm=fold_batch_norm, fuse_relu=fuse_relu,
+                              fuse_max_pool=fuse_max_pool,
+                              sparse_dense_max_density=sparse_dense_max_density)
+    layers = list(pruning.walk_layers(model))
+    if any(isinstance(l, (SparseWinogradConv2D, SparseDense)) for l in layers):
         _ops().load_op_library()  # The export runs the op: an OpLibraryError says why it cannot.
     specs = [tf.TensorSpec((None,) + tuple(t.shape[1:]), t.dtype, name=t.name)
              for t in model.inputs]
@@ -109,7 +111,7 @@ def export_saved_model(model, path, convert=True, fold_batch_norm=True, fuse_rel
     ops = _ops()
     for layer_type, op_name in ((SparseWinogradConv2D, ops.CONV_OP_NAME),
                                 (SparseDense, ops.DENSE_OP_NAME)):
-        if op_name not in written and any(isinstance(l, layer_type) for l in _layers(model)):
+        if op_name not in written and any(isinstance(l, layer_type) for l in layers):
             raise RuntimeError(f"The SavedModel written to {path} does not run the sparse op "
                                f"'{op_name}'.")
     return model

@@ -1,5 +1,7 @@
-"""Keras 3 layers: the trainable Winograd-domain convolution and its sparse inference twin."""
+"""Keras 3 layers: the trainable Winograd-domain convolution and the two inference layers on the
+sparse ops (`SparseWinogradConv2D` for convolutions, `SparseDense` for pruned Dense layers)."""
 
+from tf_sparse_winograd.layers.sparse_dense import SparseDense
 from tf_sparse_winograd.layers.sparse_winograd_conv2d import SparseWinogradConv2D
 from tf_sparse_winograd.layers.winograd_conv2d import WinogradConv2D
 from tf_sparse_winograd.layers.winograd_conv2d import WinogradKernelInitializer

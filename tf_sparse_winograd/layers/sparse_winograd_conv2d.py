@@ -15,8 +15,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tf_sparse_winograd import pruning
 from tf_sparse_winograd import transforms
 from tf_sparse_winograd import winograd_math
+from tf_sparse_winograd.layers.winograd_conv2d import WinogradConv2D
 
 _PACKAGE = "tf_sparse_winograd"
 
@@ -60,34 +62,6 @@ def packed_spec_of(packed):
     """The `packed_spec` config entry describing the fields of a `PackedKernel`."""
     return {field: {"shape": [int(d) for d in tensor.shape], "dtype": tf.as_dtype(tensor.dtype).name}
             for field, tensor in packed._asdict().items()}
-
-
-def unwrap_pruned(layer):
-    """(inner_layer, masked_winograd_kernel) for a WinogradConv2D, possibly in a pruning wrapper.
-
-    The kernel is a float numpy array; for a wrapped layer the wrapper's mask is applied, so the
-    zeros are the pruned weights even if the wrapper has not re-masked the variable since its last
-    update.
-    """
-    inner = layer
-    masks = []
-    while isinstance(inner, keras.layers.Wrapper):
-        masks.extend(_pruning_masks(inner))
-        inner = inner.layer
-    kernel_variable = getattr(inner, "winograd_kernel", None)
-    if kernel_variable is None:
-        raise ValueError("Expected a WinogradConv2D (plain, stripped or in a pruning wrapper). "
-                         f"Received: layer={layer!r} ({type(layer).__name__})")
-    kernel = np.asarray(keras.ops.convert_to_numpy(kernel_variable))
-    for kernel_ref, mask in masks:
-        if kernel_ref is kernel_variable or kernel_ref.path == kernel_variable.path:
-            kernel = kernel * np.asarray(keras.ops.convert_to_numpy(mask), dtype=kernel.dtype)
-    return inner, kernel
-
-
-def _pruning_masks(wrapper):
-    """[(weight, mask)] of a pruning wrapper (tfmot-style `pruning_vars`); empty for other wrappers."""
-    return [(entry[0], entry[1]) for entry in getattr(wrapper, "pruning_vars", None) or []]
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -251,10 +225,13 @@ class SparseWinogradConv2D(keras.layers.Layer):
         A wrapped layer is unwrapped and its pruning mask applied to the kernel, so exactly the
         unpruned weights are stored. The name defaults to the Winograd layer's.
         """
-        inner, kernel = unwrap_pruned(layer)
+        inner = pruning.unwrap(layer)
+        if not isinstance(inner, WinogradConv2D):
+            raise ValueError("Expected a WinogradConv2D (plain, stripped or in a pruning wrapper). "
+                             f"Received: layer={layer!r} ({type(layer).__name__})")
         if not inner.built:
             raise ValueError(f"`layer` must be built. Received unbuilt layer '{inner.name}'")
         bias = keras.ops.convert_to_numpy(inner.bias) if inner.use_bias else None
-        return cls.from_kernel(kernel, bias, tile_size=inner.tile_size, padding=inner.padding,
+        return cls.from_kernel(pruning.effective_kernel(layer), bias, tile_size=inner.tile_size, padding=inner.padding,
                                activation=keras.activations.serialize(inner.activation),
                                winograd_relu=inner.winograd_relu, name=name or inner.name)

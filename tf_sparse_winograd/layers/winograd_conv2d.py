@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from tf_sparse_winograd import transforms
 from tf_sparse_winograd import winograd_math
+from tf_sparse_winograd.pruning import prunable_layer
 
 _PACKAGE = "tf_sparse_winograd"
 
@@ -215,3 +216,6 @@ class WinogradConv2D(keras.layers.Layer):
         if config["use_bias"]:
             layer.bias.assign(keras.ops.convert_to_numpy(conv2d_layer.bias))
         return layer
+
+
+prunable_layer.register_layer(WinogradConv2D, convolution=True)

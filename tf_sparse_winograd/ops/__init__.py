@@ -3,8 +3,6 @@ wrappers and the lazy loader."""
 
 from tf_sparse_winograd.ops.conv import reference_conv2d
 from tf_sparse_winograd.ops.conv import sparse_winograd_conv2d
-from tf_sparse_winograd.ops.dense import dense_index_dtype
-from tf_sparse_winograd.ops.dense import pack_dense_kernel
 from tf_sparse_winograd.ops.dense import sparse_dense_matmul
 from tf_sparse_winograd.ops.isa import active_isa
 from tf_sparse_winograd.ops.isa import cpu_isas
@@ -15,6 +13,8 @@ from tf_sparse_winograd.ops.loader import DENSE_OP_NAME
 from tf_sparse_winograd.ops.loader import load_op_library
 from tf_sparse_winograd.ops.loader import op_library_available
 from tf_sparse_winograd.ops.packing import PackedKernel
+from tf_sparse_winograd.ops.packing import dense_index_dtype
+from tf_sparse_winograd.ops.packing import pack_dense_kernel
 from tf_sparse_winograd.ops.packing import pack_kernel
 from tf_sparse_winograd.ops.packing import unpack_kernel
 

@@ -6,29 +6,6 @@ import tensorflow as tf
 from tf_sparse_winograd.ops import loader
 
 
-def dense_index_dtype(units):
-    """The column-index dtype of a packed kernel with `units` outputs: int16 when it fits."""
-    return "int16" if units <= np.iinfo(np.int16).max else "int32"
-
-
-def pack_dense_kernel(kernel, index_dtype=None):
-    """The nonzeros of a dense (in_features, units) kernel as CSR rows by input feature.
-
-    Returns (row_ptr, col_idx, values), numpy arrays in the layout `sparse_dense_matmul` takes:
-    row_ptr int32 [in_features + 1]; col_idx [nnz] output units, `index_dtype` (default
-    `dense_index_dtype(units)`); values float32 [nnz], each row's in increasing unit order.
-    """
-    kernel = np.asarray(kernel, dtype=np.float32)
-    if kernel.ndim != 2:
-        raise ValueError("`kernel` must be 2-D (in_features, units). "
-                         f"Received: shape={kernel.shape}")
-    rows, cols = np.nonzero(kernel)  # row-major: sorted by row
-    counts = np.bincount(rows, minlength=kernel.shape[0])
-    row_ptr = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    col_idx = cols.astype(index_dtype or dense_index_dtype(kernel.shape[1]))
-    return row_ptr, col_idx, kernel[rows, cols]
-
-
 def _check_units(units):
     if isinstance(units, bool) or not isinstance(units, (int, np.integer)) or units < 0:
         raise ValueError(f"`units` must be an integer >= 0. Received: units={units!r}")

@@ -1,12 +1,20 @@
-"""Packing a dense Winograd-domain kernel into the op's sparse layout, and back.
+"""Packing kernels into the sparse ops' layouts (and the conv kernel back), with TF ops.
 
-Layout: the a^2 matrices U[i, j] (filters x in_channels) are stored as one CSR matrix of
-a^2 * filters rows; row p * filters + f (p = i * a + j) holds the nonzeros U[i, j, :, f], with
-their input channels in `col_idx` (ascending) and the weights in `values`.
+Both layouts are CSR, built by one routine (`_csr_rows`: row pointers, then each row's column
+indices in ascending order and its nonzero values); they differ in what a row is:
+
+  * the convolution (`pack_kernel`): the a^2 matrices U[i, j] (filters x in_channels) of a
+    Winograd-domain kernel are one CSR matrix of a^2 * filters rows; row p * filters + f
+    (p = i * a + j) holds the nonzeros U[i, j, :, f], indexed by input channel;
+  * the fully connected layer (`pack_dense_kernel`): a row per input feature of the
+    (in_features, units) kernel, indexed by output unit, in int16 when the units fit.
+
+Both work eagerly and inside tf.function (the number of nonzeros may be dynamic).
 """
 
 import typing
 
+import numpy as np
 import tensorflow as tf
 
 
@@ -29,11 +37,18 @@ class PackedKernel(typing.NamedTuple):
         return tf.shape(self.values)[0]
 
 
-def pack_kernel(winograd_kernel):
-    """Packs a dense (a, a, in_channels, filters) Winograd-domain kernel; keeps only nonzeros.
+def _csr_rows(rows):
+    """(row_ptr int32 [rows + 1], col_idx int32 [nnz], values [nnz]) of a 2-D tensor's nonzeros,
+    row by row, each row's columns ascending."""
+    mask = tf.not_equal(rows, 0.0)
+    counts = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
+    row_ptr = tf.concat([tf.zeros([1], tf.int32), tf.cumsum(counts)], axis=0)
+    where = tf.where(mask)  # Row-major: sorted by row, then column.
+    return row_ptr, tf.cast(where[:, 1], tf.int32), tf.gather_nd(rows, where)
 
-    Works eagerly and inside tf.function (the number of nonzeros may be dynamic).
-    """
+
+def pack_kernel(winograd_kernel):
+    """Packs a dense (a, a, in_channels, filters) Winograd-domain kernel; keeps only nonzeros."""
     u = tf.convert_to_tensor(winograd_kernel)
     if u.shape.rank is not None and u.shape.rank != 4:
         raise ValueError("`winograd_kernel` must have shape (a, a, in_channels, filters). "
@@ -46,14 +61,33 @@ def pack_kernel(winograd_kernel):
     a, channels, filters = dims[0], dims[2], dims[3]
     # (a, a, C, F) -> (a * a * F, C): row p * F + f.
     rows = tf.reshape(tf.transpose(u, [0, 1, 3, 2]), [a * a * filters, channels])
-    mask = tf.not_equal(rows, 0.0)
-    counts = tf.reduce_sum(tf.cast(mask, tf.int32), axis=1)
-    row_ptr = tf.concat([tf.zeros([1], tf.int32), tf.cumsum(counts)], axis=0)
-    where = tf.where(mask)  # row-major: sorted by row, then column
-    col_idx = tf.cast(where[:, 1], tf.int32)
-    values = tf.gather_nd(rows, where)
-    shape = tf.stack([a, channels, filters])
-    return PackedKernel(shape=shape, row_ptr=row_ptr, col_idx=col_idx, values=values)
+    row_ptr, col_idx, values = _csr_rows(rows)
+    return PackedKernel(shape=tf.stack([a, channels, filters]), row_ptr=row_ptr,
+                        col_idx=col_idx, values=values)
+
+
+def dense_index_dtype(units):
+    """The column-index dtype of a packed FC kernel with `units` outputs: int16 when it fits."""
+    return "int16" if units <= np.iinfo(np.int16).max else "int32"
+
+
+def pack_dense_kernel(kernel, index_dtype=None):
+    """The nonzeros of a dense (in_features, units) FC kernel as CSR rows by input feature.
+
+    Returns (row_ptr, col_idx, values), tensors in the layout `sparse_dense_matmul` takes:
+    row_ptr int32 [in_features + 1]; col_idx [nnz] output units, `index_dtype` (default
+    `dense_index_dtype(units)`); values float32 [nnz], each row's in increasing unit order.
+    """
+    kernel = tf.convert_to_tensor(kernel, tf.float32)
+    if kernel.shape.rank != 2:
+        raise ValueError("`kernel` must be 2-D (in_features, units). "
+                         f"Received: shape={kernel.shape}")
+    row_ptr, col_idx, values = _csr_rows(kernel)
+    units = kernel.shape[1]
+    if index_dtype is None and units is None:
+        raise ValueError("`index_dtype` is needed when the kernel's unit count is not static.")
+    index_dtype = tf.as_dtype(index_dtype or dense_index_dtype(units))
+    return row_ptr, tf.cast(col_idx, index_dtype), values
 
 
 def unpack_kernel(packed):

@@ -1,16 +1,16 @@
 """Public entry points: prune_low_magnitude, prune_to_density, strip_pruning, prune_scope."""
 
-import contextlib
 import numbers
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from tf_sparse_winograd import cloning
 from tf_sparse_winograd.pruning import prunable_layer
 from tf_sparse_winograd.pruning import pruning_impl
 from tf_sparse_winograd.pruning import pruning_schedule as schedules
 from tf_sparse_winograd.pruning import pruning_wrapper
+from tf_sparse_winograd.pruning import view
 
 PruneLowMagnitude = pruning_wrapper.PruneLowMagnitude
 
@@ -56,63 +56,8 @@ def _resolve(spec, layer):
     return schedules.coerce_schedule(value)
 
 
-def _all_layers(model):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model) and not isinstance(layer, PruneLowMagnitude):
-            yield from _all_layers(layer)
-        else:
-            yield layer
-
-
 def _first_convolution(model):
-    for layer in _all_layers(model):
-        inner = layer.layer if isinstance(layer, PruneLowMagnitude) else layer
-        if prunable_layer.is_convolution(inner):
-            return layer
-    return None
-
-
-def _check_model(model, function_name):
-    # A functional model is a keras.Model built as a graph of nodes (keras.src's Functional).
-    if not (isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")):
-        raise ValueError(f"`{function_name}` supports Sequential and functional models only "
-                         f"(subclassed models are not supported). Received: {type(model).__name__}")
-    if not model.built:
-        raise ValueError(f"`{function_name}` needs a built model (give it an Input or call it "
-                         "once on data).")
-
-
-def _clone(model, make_layer):
-    """clone_model with fresh layers from make_layer(layer) -> (new_layer, copy_weights_fn)."""
-    copies = []
-
-    def clone_function(layer):
-        new_layer, copy = make_layer(layer)
-        copies.append((new_layer, copy))
-        return new_layer
-
-    # A model built under a distribution strategy is cloned under the same strategy, so that the
-    # new variables are distributed like the old ones even when called outside its scope.
-    strategy = pruning_impl._strategy_of(model.weights)
-    scope = (strategy.scope() if strategy is not None and not tf.distribute.has_strategy()
-             else contextlib.nullcontext())
-    with scope:
-        clone = keras.models.clone_model(model, clone_function=clone_function, recursive=True)
-        for new_layer, copy in copies:
-            copy(new_layer)
-    return clone
-
-
-def _fresh(layer):
-    return layer.__class__.from_config(layer.get_config())
-
-
-def _copy_from(source):
-    weights = source.get_weights()
-
-    def copy(target):
-        target.set_weights(weights)
-    return copy
+    return next((layer for layer in view.walk_layers(model) if view.is_convolution(layer)), None)
 
 
 def prune_low_magnitude(to_prune, pruning_schedule=schedules.ConstantSparsity(0.5, 0),
@@ -150,14 +95,13 @@ def prune_low_magnitude(to_prune, pruning_schedule=schedules.ConstantSparsity(0.
     if isinstance(to_prune, (list, tuple)):
         return [wrap(layer) for layer in to_prune]
     if isinstance(to_prune, keras.Model):
-        _check_model(to_prune, "prune_low_magnitude")
+        view.check_model(to_prune, "prune_low_magnitude", "to_prune")
         skipped = _first_convolution(to_prune) if skip_first_conv else None
 
         def make_layer(layer):
             if isinstance(layer, PruneLowMagnitude):
-                return PruneLowMagnitude.from_config(layer.get_config()), _copy_from(layer)
-            new_layer = _fresh(layer)
-            copy = _copy_from(layer)
+                return cloning.fresh_copy(layer)
+            new_layer, copy = cloning.fresh_copy(layer)
             if layer is skipped:
                 return new_layer, copy
             wrapped = wrap(new_layer)
@@ -165,14 +109,16 @@ def prune_low_magnitude(to_prune, pruning_schedule=schedules.ConstantSparsity(0.
                 return new_layer, copy
             return wrapped, lambda w: copy(w.layer)
 
-        return _clone(to_prune, make_layer)
+        return cloning.clone_with(to_prune, make_layer)
     if isinstance(to_prune, keras.layers.Layer):
         if not prunable_layer.is_prunable(to_prune):
-            raise ValueError("Layer is not prunable: it has no `get_prunable_weights()` and is not "
-                             f"a Keras convolution or Dense layer. Received: {to_prune.name!r}")
+            raise ValueError("Layer is not prunable: it has no `get_prunable_weights()` and its "
+                             "class is not registered (register_layer). Received: "
+                             f"to_prune={to_prune.name!r} ({type(to_prune).__name__})")
         return wrap(to_prune, **kwargs)
-    raise ValueError("`prune_low_magnitude` accepts a Keras layer, a list of layers, or a "
-                     f"Sequential / functional model. Received: {type(to_prune).__name__}")
+    raise TypeError("`prune_low_magnitude` accepts a Keras layer, a list of layers, or a "
+                    f"Sequential / functional model. Received: to_prune={to_prune!r} "
+                    f"(type {type(to_prune).__name__})")
 
 
 def _density_for(spec, layer):
@@ -206,8 +152,8 @@ def prune_to_density(model, density, skip_first_conv=True, block_size=(1, 1)):
       A new model with `PruneLowMagnitude` wrappers; compile it and train with
       `UpdatePruningStep`.
     """
-    _check_model(model, "prune_to_density")
-    if pruning_wrapper.collect_prunable_layers(model):
+    view.check_model(model, "prune_to_density")
+    if view.collect_prunable_layers(model):
         model = strip_pruning(model)
     densities = {}
 
@@ -223,7 +169,7 @@ def prune_to_density(model, density, skip_first_conv=True, block_size=(1, 1)):
     block_size = pruning_impl.check_block_size(block_size)
     pruned = prune_low_magnitude(model, pruning_schedule=schedule_for,
                                  skip_first_conv=skip_first_conv, block_size=block_size)
-    for wrapper in pruning_wrapper.collect_prunable_layers(pruned):
+    for wrapper in view.collect_prunable_layers(pruned):
         d = densities[wrapper.layer.name]
         keeps = [max(1, int(round(d * pruning_impl.num_blocks(tuple(w.shape), block_size))))
                  for w in wrapper.prunable_weights]
@@ -253,23 +199,21 @@ def strip_pruning(model):
     """
     if isinstance(model, PruneLowMagnitude):
         return _strip_wrapper(model)
-    if not isinstance(model, keras.Model):
-        raise ValueError(f"`strip_pruning` expects a keras.Model. Received: {type(model).__name__}")
-    _check_model(model, "strip_pruning")
+    view.check_model(model, "strip_pruning")
 
     def make_layer(layer):
         if isinstance(layer, PruneLowMagnitude):
             weights = _masked_weights(layer)
-            return _fresh(layer.layer), lambda new: new.set_weights(weights)
-        return _fresh(layer), _copy_from(layer)
+            return cloning.fresh_layer(layer.layer), lambda new: new.set_weights(weights)
+        return cloning.fresh_copy(layer)
 
-    return _clone(model, make_layer)
+    return cloning.clone_with(model, make_layer)
 
 
 def _strip_wrapper(wrapper):
     if not wrapper.built:
         raise ValueError("`strip_pruning` needs a built wrapper.")
-    new_layer = _fresh(wrapper.layer)
+    new_layer = cloning.fresh_layer(wrapper.layer)
     shapes = getattr(wrapper.layer, "_build_shapes_dict", None)
     if shapes:
         new_layer.build(**shapes)

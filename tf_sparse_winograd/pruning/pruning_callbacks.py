@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tf_sparse_winograd.pruning import pruning_wrapper
+from tf_sparse_winograd.pruning import view
 
 
 class UpdatePruningStep(keras.callbacks.Callback):
@@ -21,7 +21,7 @@ class UpdatePruningStep(keras.callbacks.Callback):
         self.prunable_layers = []
 
     def on_train_begin(self, logs=None):
-        self.prunable_layers = pruning_wrapper.collect_prunable_layers(self.model)
+        self.prunable_layers = view.collect_prunable_layers(self.model)
         for layer in self.prunable_layers:
             if not layer.built:
                 continue
@@ -73,7 +73,7 @@ class PruningSummaries(keras.callbacks.Callback):
             self._writer = tf.summary.create_file_writer(self.log_dir)
         step = self._step()
         with self._writer.as_default():
-            for layer in pruning_wrapper.collect_prunable_layers(self.model):
+            for layer in view.collect_prunable_layers(self.model):
                 for weight, mask, threshold in layer.pruning_vars:
                     base = f"{layer.name}/{weight.name.split('/')[-1].split(':')[0]}"
                     m = keras.ops.convert_to_numpy(mask)

@@ -121,7 +121,8 @@ def block_magnitude_mask(weights, keep, block_size):
     return threshold, tf.reshape(mask, shape)
 
 
-def _strategy_of(variables):
+def strategy_of(variables):
+    """The tf.distribute strategy the first distributed variable belongs to, or None."""
     for v in variables:
         strategy = getattr(_variable(v), "distribute_strategy", None)
         if strategy is not None:
@@ -136,7 +137,7 @@ def _in_cross_replica(fn, variables=()):
     their strategy's scope, whose default context is cross-replica.
     """
     if not tf.distribute.has_strategy():
-        strategy = _strategy_of(variables)
+        strategy = strategy_of(variables)
         if strategy is not None:
             with strategy.scope():
                 return fn(strategy)

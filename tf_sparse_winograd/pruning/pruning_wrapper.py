@@ -171,15 +171,3 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         block_size = tuple(config.pop("block_size", (1, 1)))
         return cls(layer, pruning_schedule=schedule, block_size=block_size, **config)
 
-
-def collect_prunable_layers(model):
-    """All PruneLowMagnitude wrappers in a model (nested models included), in layer order."""
-    if isinstance(model, PruneLowMagnitude):
-        return [model]
-    found = []
-    for layer in getattr(model, "layers", []):
-        if isinstance(layer, PruneLowMagnitude):
-            found.append(layer)
-        elif isinstance(layer, keras.Model):
-            found.extend(collect_prunable_layers(layer))
-    return found

@@ -5,8 +5,7 @@ import dataclasses
 import keras
 import numpy as np
 
-from tf_sparse_winograd.pruning import prunable_layer
-from tf_sparse_winograd.pruning import pruning_wrapper
+from tf_sparse_winograd.pruning import view
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,45 +62,35 @@ def _short(name):
 
 
 def _rows_for(layer):
-    if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
-        if not layer.built:
-            return []
-        inner = layer.layer
-        rows = []
-        for weight, mask, _ in layer.pruning_vars:
-            w = keras.ops.convert_to_numpy(weight)
-            m = keras.ops.convert_to_numpy(mask)
-            nonzero = int(np.count_nonzero(w))
-            rows.append(LayerSparsity(inner.name, type(inner).__name__, _short(weight.name),
-                                      tuple(w.shape), int(w.size), nonzero, nonzero / w.size,
-                                      float(np.mean(m)), True))
-        return rows
-    if not prunable_layer.is_prunable(layer) or not layer.built:
+    if not view.is_prunable(layer) or not layer.built:
         return []
+    inner = view.unwrap(layer)
+    layer_masks = view.masks(layer)
     rows = []
-    for weight in prunable_layer.get_prunable_weights(layer):
-        w = keras.ops.convert_to_numpy(weight)
-        nonzero = int(np.count_nonzero(w))
-        rows.append(LayerSparsity(layer.name, type(layer).__name__, _short(weight.name),
-                                  tuple(w.shape), int(w.size), nonzero, nonzero / w.size))
+    for index, (weight, value) in enumerate(zip(view.prunable_weights(layer),
+                                                view.effective_weights(layer))):
+        nonzero = int(np.count_nonzero(value))
+        mask_density = None if layer_masks is None else float(np.mean(layer_masks[index]))
+        rows.append(LayerSparsity(inner.name, type(inner).__name__, _short(weight.name),
+                                  tuple(value.shape), int(value.size), nonzero,
+                                  nonzero / value.size, mask_density, layer_masks is not None))
     return rows
 
 
 def sparsity_report(model):
     """Per-layer density of the prunable weights of a wrapped or stripped model (or one layer).
 
-    Returns a `SparsityReport` (a list of `LayerSparsity`); `print()` it for a table.
+    Nested models are included. Returns a `SparsityReport` (a list of `LayerSparsity`);
+    `print()` it for a table.
     """
-    report = SparsityReport()
     if isinstance(model, keras.Model):
-        for layer in model.layers:
-            if isinstance(layer, keras.Model):
-                report.extend(sparsity_report(layer))
-            else:
-                report.extend(_rows_for(layer))
+        layers = view.walk_layers(model)
     elif isinstance(model, keras.layers.Layer):
-        report.extend(_rows_for(model))
+        layers = [model]
     else:
-        for layer in model:
-            report.extend(sparsity_report(layer))
+        raise TypeError("`sparsity_report` expects a Keras model or layer. "
+                        f"Received: model={model!r} (type {type(model).__name__})")
+    report = SparsityReport()
+    for layer in layers:
+        report.extend(_rows_for(layer))
     return report

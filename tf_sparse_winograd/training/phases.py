@@ -24,8 +24,9 @@ from absl import logging
 
 from tf_sparse_winograd import analysis
 from tf_sparse_winograd import data
+from tf_sparse_winograd import export as export_lib
 from tf_sparse_winograd import models
-from tf_sparse_winograd.layers import WinogradConv2D
+from tf_sparse_winograd import pruning
 from tf_sparse_winograd.training import checkpointing
 from tf_sparse_winograd.training import config as config_lib
 from tf_sparse_winograd.training import strategies
@@ -75,13 +76,13 @@ def prunable_candidates(model, config):
     """Names of the layers the pruning phase prunes, in order (the first conv is left out)."""
     names = []
     first_conv_seen = False
-    for layer in model.layers:
-        inner = analysis.unwrap(layer)
-        is_conv = isinstance(inner, WinogradConv2D) or type(inner).__name__ == "Conv2D"
+    for layer in pruning.walk_layers(model):
+        is_conv = pruning.is_convolution(layer)
         if is_conv and not first_conv_seen:
             first_conv_seen = True
             if not config.prune_first_conv:
                 continue
+        inner = pruning.unwrap(layer)
         if is_conv or (config.prune_dense and isinstance(inner, keras.layers.Dense)):
             names.append(inner.name)
     return names
@@ -99,13 +100,12 @@ def density_by_layer(model, config):
 
 
 def _prune(model, config):
-    from tf_sparse_winograd import pruning
     return pruning.prune_to_density(model, density_by_layer(model, config), skip_first_conv=False,
                                     block_size=(1, config.prune_filter_block))
 
 
 class DensitySummaries(keras.callbacks.Callback):
-    """Writes every conv/dense layer's weight density to TensorBoard at each epoch end."""
+    """Writes every prunable layer's weight density to TensorBoard at each epoch end."""
 
     def __init__(self, log_dir):
         super().__init__()
@@ -116,10 +116,9 @@ class DensitySummaries(keras.callbacks.Callback):
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         with self._writer.as_default():
-            for layer in self.model.layers:
-                inner = analysis.unwrap(layer)
-                if isinstance(inner, (WinogradConv2D, keras.layers.Conv2D, keras.layers.Dense)):
-                    tf.summary.scalar(f"weight_density/{inner.name}",
+            for layer in pruning.walk_layers(self.model):
+                if pruning.is_prunable(layer):
+                    tf.summary.scalar(f"weight_density/{pruning.unwrap(layer).name}",
                                       analysis.weight_density(layer), step=epoch + 1)
         self._writer.flush()
 
@@ -179,7 +178,6 @@ class Runner:
             callbacks += [keras.callbacks.TensorBoard(logs, write_graph=False, profile_batch=0),
                           DensitySummaries(os.path.join(logs, "density"))]
             if phase == "retrain":
-                from tf_sparse_winograd import pruning
                 callbacks.append(pruning.PruningSummaries(os.path.join(logs, "pruning")))
         else:
             logging.warning("TensorBoard is not installed (pip install tensorboard): no "
@@ -250,7 +248,6 @@ class Runner:
             model, _ = self._new_model(1.0, 1, pruned_from="dense")
             results, counts = self._finish(phase, model, {"sparsity": _sparsity(model)})
         elif phase == "retrain":
-            from tf_sparse_winograd import pruning
             model, optimizer = self._new_model(RETRAIN_LR_FACTOR, config.epochs_for(phase),
                                                pruned_from="prune")
             self._fit(phase, model, optimizer, [pruning.UpdatePruningStep()])
@@ -280,19 +277,13 @@ def tensorboard_available():
 
 
 def _sparsity(model):
-    from tf_sparse_winograd import pruning
     return [{k: (v if isinstance(v, (int, float, str)) else str(v)) for k, v in row.items()}
             for row in pruning.sparsity_report(model).as_dicts()]
 
 
 def export(model, export_dir):
-    """Strips the pruning wrappers and exports a SavedModel with tf_sparse_winograd.export."""
-    from tf_sparse_winograd import export as export_lib
-    export_fn = getattr(export_lib, "export_saved_model", None)
-    if export_fn is None:
-        raise RuntimeError("--export_dir needs tf_sparse_winograd.export.export_saved_model, "
-                           "which this version does not provide.")
-    export_fn(model, export_dir)
+    """Exports a SavedModel on the sparse ops (export_saved_model strips the pruning wrappers)."""
+    export_lib.export_saved_model(model, export_dir)
     logging.info("Exported a SavedModel to %s", export_dir)
     return export_dir
 

@@ -90,8 +90,8 @@ class SparseDense(keras.layers.Layer):
     def from_kernel(cls, kernel, bias=None, activation=None, name=None, **kwargs):
         """A built layer holding the nonzeros of a dense (in_features, units) kernel."""
         row_ptr, col_idx, values = _ops().pack_dense_kernel(kernel)
-        in_features, units = len(row_ptr) - 1, np.shape(kernel)[1]
-        layer = cls(units, in_features, len(values), use_bias=bias is not None,
+        in_features, units = int(row_ptr.shape[0]) - 1, int(np.shape(kernel)[1])
+        layer = cls(units, in_features, int(values.shape[0]), use_bias=bias is not None,
                     activation=activation, name=name, **kwargs)
         layer.build((None, in_features))
         layer.row_ptr.assign(row_ptr)
