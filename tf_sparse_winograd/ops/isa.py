@@ -13,6 +13,7 @@ process runs on one CPU. The environment plays no part in it.
 """
 
 import ctypes
+import os
 import threading
 
 from tf_sparse_winograd.ops import loader
@@ -30,9 +31,14 @@ def _functions():
     global _FUNCTIONS
     with _LOCK:
         if _FUNCTIONS is None:
-            loader.load_op_library()
-            # dlopen of the path tf.load_op_library opened returns the same, loaded library.
-            library = ctypes.CDLL(loader.library_path())
+            path = loader.loaded_library_path()
+            # The library tf.load_op_library loaded, never a second copy: with RTLD_NOLOAD,
+            # dlopen returns a library already loaded under that name, or fails.
+            try:
+                library = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | ctypes.RTLD_LOCAL)
+            except OSError as error:
+                raise loader.OpLibraryError(
+                    f"The op library {path} is not loaded in this process: {error}") from error
             library.tfsw_cpu_isas.restype = ctypes.c_char_p
             library.tfsw_active_isa.restype = ctypes.c_char_p
             library.tfsw_force_isa.restype = ctypes.c_int

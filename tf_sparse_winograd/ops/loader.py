@@ -19,6 +19,7 @@ DENSE_OP_NAME = "SparseWinograd>SparseDense"
 
 _LOCK = threading.Lock()
 _LIBRARY = None
+_LIBRARY_PATH = None  # The path _LIBRARY was loaded from.
 _LOAD_ERROR = None  # The OpLibraryError of the first failed load, raised again by later calls.
 _FALLBACK_WARNED = False
 
@@ -41,18 +42,25 @@ def load_op_library():
     A failure is remembered: later calls raise the same error (restart the process after a
     rebuild).
     """
-    global _LIBRARY, _LOAD_ERROR
+    global _LIBRARY, _LIBRARY_PATH, _LOAD_ERROR
     if _LIBRARY is not None:
         return _LIBRARY
     with _LOCK:
         if _LIBRARY is None and _LOAD_ERROR is None:
             try:
-                _LIBRARY = _load(library_path())
+                path = library_path()
+                _LIBRARY, _LIBRARY_PATH = _load(path), path
             except OpLibraryError as error:
                 _LOAD_ERROR = error
         if _LOAD_ERROR is not None:
             raise _LOAD_ERROR
         return _LIBRARY
+
+
+def loaded_library_path():
+    """The path the op library was loaded from (loading it first)."""
+    load_op_library()
+    return _LIBRARY_PATH
 
 
 def _load(path):
