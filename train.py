@@ -56,10 +56,19 @@ flags.DEFINE_integer("max_train_examples", _D.max_train_examples,
                      "Train on the first N examples only (0: all).")
 flags.DEFINE_integer("max_eval_examples", _D.max_eval_examples,
                      "Evaluate on the first N test examples only (0: all).")
+flags.DEFINE_integer("holdout_examples", _D.holdout_examples,
+                     "Set this many training examples aside (a fixed random subset) and evaluate "
+                     "on them instead of the test split: for tuning (0: evaluate on the test "
+                     "split).")
 flags.DEFINE_integer("analysis_batches", _D.analysis_batches,
                      "Test batches used to measure activation densities (0: do not measure).")
 flags.DEFINE_enum("strategy", _D.strategy, ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy: one device, all local devices, or TF_CONFIG workers.")
+flags.DEFINE_bool("jit_compile", _D.jit_compile,
+                  "Compile each training step with XLA (model.compile(jit_compile=...)).")
+flags.DEFINE_integer("steps_per_execution", _D.steps_per_execution,
+                     "Training steps run per call into the compiled function (fewer Python "
+                     "round trips; callbacks see one batch per call).")
 flags.DEFINE_integer("verbose", _D.verbose, "Keras fit verbosity (1: progress bars).")
 
 FLAGS = flags.FLAGS

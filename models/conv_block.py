@@ -23,6 +23,7 @@ the current input still owes a ReLU.
 import keras
 
 from tf_sparse_winograd.layers import WinogradConv2D
+from tf_sparse_winograd.models import fused_batch_norm
 
 CONV_TYPES = ("spatial", "winograd", "winograd_relu")
 # Batch-norm moving-average momentum: 0.9 rather than Keras' 0.99 so that the inference statistics
@@ -31,7 +32,7 @@ BN_MOMENTUM = 0.9
 
 
 def batch_norm(name):
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)
+    return fused_batch_norm.FusedBatchNormalization(momentum=BN_MOMENTUM, name=name)
 
 
 def check_conv_type(conv_type):

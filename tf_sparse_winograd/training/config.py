@@ -40,8 +40,11 @@ class TrainConfig:
     seed: int = 0
     max_train_examples: int = 6000
     max_eval_examples: int = 2000
+    holdout_examples: int = 0
     analysis_batches: int = 4
     strategy: str = "default"
+    jit_compile: bool = False
+    steps_per_execution: int = 1
     verbose: int = 1
 
     def __post_init__(self):
@@ -60,6 +63,11 @@ class TrainConfig:
                 raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
         if self.batch_size <= 0:
             raise ValueError(f"`batch_size` must be positive. Received: {self.batch_size}")
+        for name in ("holdout_examples", "steps_per_execution"):
+            value = getattr(self, name)
+            low = 1 if name == "steps_per_execution" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"`{name}` must be an integer >= {low}. Received: {name}={value!r}")
         if isinstance(self.prune_filter_block, bool) or not isinstance(self.prune_filter_block, int) \
                 or self.prune_filter_block < 1:
             raise ValueError("`prune_filter_block` must be an integer >= 1. Received: "

@@ -36,13 +36,19 @@ RETRAIN_LR_FACTOR = 0.1  # Retraining starts from a smaller learning rate than d
 
 
 def _load_datasets(config):
+    """(train, eval, info): the evaluation split is the test split, or the held-out part of the
+    training split when `config.holdout_examples` is set (for tuning without the test split)."""
     common = dict(source=config.data_source, data_dir=config.data_dir,
-                  tfds_data_dir=config.tfds_data_dir, download=config.download, seed=config.seed)
+                  tfds_data_dir=config.tfds_data_dir, download=config.download, seed=config.seed,
+                  holdout_examples=config.holdout_examples)
+    eval_split = "holdout" if config.holdout_examples else "test"
     train, info = data.load_dataset(config.dataset, "train", config.batch_size, training=True,
                                     max_examples=config.max_train_examples, **common)
-    test, test_info = data.load_dataset(config.dataset, "test", config.batch_size, training=False,
-                                        max_examples=config.max_eval_examples, **common)
-    info = dict(info, train_examples=info["examples"], eval_examples=test_info["examples"])
+    test, test_info = data.load_dataset(config.dataset, eval_split, config.batch_size,
+                                        training=False, max_examples=config.max_eval_examples,
+                                        **common)
+    info = dict(info, train_examples=info["examples"], eval_examples=test_info["examples"],
+                eval_split=eval_split)
     return train, test, info
 
 
@@ -65,10 +71,11 @@ def make_optimizer(config, steps, lr_factor=1.0):
     return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
 
 
-def _compile(model, optimizer):
+def _compile(model, optimizer, config):
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], jit_compile=config.jit_compile,
+                  steps_per_execution=config.steps_per_execution)
 
 
 def prunable_candidates(model, config):
@@ -200,7 +207,7 @@ class Runner:
                 model.load_weights(self._require("retrain", "prune"))
             optimizer = make_optimizer(self.config, self.steps_per_epoch * max(epochs, 1),
                                        lr_factor)
-            _compile(model, optimizer)
+            _compile(model, optimizer, self.config)
             optimizer.build(model.trainable_variables)
         return model, optimizer
 
@@ -219,6 +226,7 @@ class Runner:
                    "eval_loss": float(loss), "eval_accuracy": float(accuracy),
                    "train_examples": self.info["train_examples"],
                    "eval_examples": self.info["eval_examples"],
+                   "eval_split": self.info["eval_split"],
                    "epochs": self.config.epochs_for(phase),
                    "multiplies": counts.as_dict()}
         results.update(extra or {})
@@ -260,7 +268,7 @@ class Runner:
             raise ValueError(f"Unknown phase {phase!r}")
         self.models[phase] = model
         print(f"\n== {phase}: eval accuracy {results['eval_accuracy']:.4f} on "
-              f"{results['eval_examples']} test examples ({directory})")
+              f"{results['eval_examples']} {results['eval_split']} examples ({directory})")
         print(counts.format_table())
         return results
 

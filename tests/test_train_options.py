@@ -1,0 +1,54 @@
+"""train.py options of the training loop: held-out evaluation, steps per execution, XLA."""
+
+import json
+import os
+
+import pytest
+
+from tf_sparse_winograd import training
+from tf_sparse_winograd.training import testing as th
+
+
+def _config(tmp_path, **overrides):
+    values = dict(width=0.0625, batch_size=16, max_train_examples=None, max_eval_examples=None,
+                  analysis_batches=1, verbose=0, epochs=(1, 1), learning_rate=0.02,
+                  data_source="idx", data_dir=th.write_fashion_idx(str(tmp_path / "idx")),
+                  model_dir=str(tmp_path / "run"), phase="dense", conv_type="spatial")
+    values.update(overrides)
+    return training.TrainConfig(**values)
+
+
+def test_holdout_replaces_the_test_split_for_evaluation(tmp_path):
+    config = _config(tmp_path, holdout_examples=24, steps_per_execution=3)
+    results = training.Runner(config).run()["dense"]
+    assert results["eval_split"] == "holdout"
+    assert results["eval_examples"] == 24 and results["train_examples"] == 96 - 24
+    # 72 training examples in batches of 16: 5 steps per epoch, run 3 at a time.
+    progress = training.read_progress(config.phase_dir("dense"))
+    assert progress[-1]["optimizer_iterations"] == 5
+    with open(os.path.join(config.phase_dir("dense"), "flags.json")) as f:
+        assert json.load(f)["holdout_examples"] == 24
+
+
+def test_default_evaluates_on_the_test_split(tmp_path):
+    results = training.Runner(_config(tmp_path, jit_compile=True)).run()["dense"]
+    assert results["eval_split"] == "test" and results["eval_examples"] == 48
+
+
+@pytest.mark.parametrize("name,value", [("steps_per_execution", 0), ("holdout_examples", -1),
+                                        ("steps_per_execution", 1.5), ("holdout_examples", True)])
+def test_bad_values_name_the_argument(tmp_path, name, value):
+    with pytest.raises(ValueError, match=name):
+        _config(tmp_path, **{name: value})
+
+
+def test_train_py_flags(tmp_path):
+    idx = th.write_fashion_idx(str(tmp_path / "idx"))
+    out = th.run_train(th.TINY_FLAGS + [f"--data_dir={idx}", "--data_source=idx",
+                                        f"--model_dir={tmp_path / 'run'}", "--phase=dense",
+                                        "--max_train_examples=0", "--holdout_examples=32",
+                                        "--steps_per_execution=2"]).stdout
+    assert "eval accuracy" in out and "on 32 holdout examples" in out
+    with open(tmp_path / "run" / "dense" / "results.json") as f:
+        results = json.load(f)
+    assert results["eval_split"] == "holdout" and results["eval_examples"] == 32
