@@ -40,6 +40,11 @@ flags.DEFINE_integer("prune_filter_block", _D.prune_filter_block,
                      "Prune blocks of this many consecutive filters (output units) together per "
                      "weight position; 4 lets the sparse op run 4 filters at a time. 1: single "
                      "weights (the paper).")
+flags.DEFINE_enum("pruning", _D.pruning, ["one_shot", "gradual"],
+                  "one_shot: prune the dense model to the density at once, then retrain with the "
+                  "masks fixed (the paper). gradual: raise the sparsity from 0 along tfmot's "
+                  "PolynomialDecay over the first half of the retraining epochs, masks fixed "
+                  "after (run directory gradual_d<density>).")
 flags.DEFINE_list("epochs", [str(e) for e in _D.epochs],
                   "Epochs per phase: 'N' (dense and retrain) or 'N_dense,N_retrain'.")
 flags.DEFINE_integer("batch_size", _D.batch_size, "Global batch size.")

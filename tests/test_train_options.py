@@ -52,3 +52,27 @@ def test_train_py_flags(tmp_path):
     with open(tmp_path / "run" / "dense" / "results.json") as f:
         results = json.load(f)
     assert results["eval_split"] == "holdout" and results["eval_examples"] == 32
+
+
+def test_gradual_pruning_reaches_the_density_and_keeps_the_first_conv(tmp_path):
+    from tf_sparse_winograd import pruning
+    from tf_sparse_winograd.training import phases
+    config = _config(tmp_path, conv_type="winograd_relu", phase="all", pruning="gradual",
+                     density=(0.3,), epochs=(1, 4))
+    runner = training.Runner(config)
+    results = runner.run()
+    assert list(results) == ["dense", "retrain"]
+    assert config.phase_dir("retrain").endswith("gradual_d0.3")
+    retrain = results["retrain"]
+    assert retrain["pruning"] == "gradual"
+    # 96 examples / 16 = 6 steps per epoch, 24 in the phase: the ramp ends at step 12.
+    assert (retrain["gradual_end_step"], retrain["gradual_frequency"]) == (12, 1)
+    assert phases.gradual_schedule_steps(10000) == (5000, 100)
+    rows = {r["layer"]: r for r in retrain["sparsity"]}
+    pruned = [r for r in rows.values() if r["pruned"]]
+    assert len(pruned) == 7 and "conv1" not in {r["layer"] for r in pruned}
+    assert all(abs(r["density"] - 0.3) < 1e-2 for r in pruned)
+    wrappers = pruning.collect_prunable_layers(runner.models["retrain"])
+    assert all(int(w.pruning_step.numpy()) == 24 for w in wrappers)
+    with pytest.raises(ValueError, match="no 'prune' phase"):
+        config.phase_dir("prune")

@@ -33,6 +33,11 @@ from tf_sparse_winograd.training import strategies
 WEIGHTS_FILE = "model.weights.h5"
 RESULTS_FILE = "results.json"
 RETRAIN_LR_FACTOR = 0.1  # Retraining starts from a smaller learning rate than dense training.
+# Gradual pruning (tfmot's usual recipe): sparsity rises along PolynomialDecay from 0 to the target
+# over the first GRADUAL_RAMP_FRACTION of the retraining steps, pruning every GRADUAL_FREQUENCY
+# steps (fewer for short phases: at least 10 pruning events); the masks then stay fixed.
+GRADUAL_RAMP_FRACTION = 0.5
+GRADUAL_FREQUENCY = 100
 
 
 def _load_datasets(config):
@@ -109,6 +114,27 @@ def _prune(model, config):
     from tf_sparse_winograd import pruning
     return pruning.prune_to_density(model, density_by_layer(model, config), skip_first_conv=False,
                                     block_size=(1, config.prune_filter_block))
+
+
+def gradual_schedule_steps(total_steps):
+    """(end_step, frequency) of the gradual schedule over a phase of `total_steps` steps.
+
+    end_step is a multiple of the frequency, so the last pruning event reaches the target density.
+    """
+    ramp = max(1, int(total_steps * GRADUAL_RAMP_FRACTION))
+    frequency = min(GRADUAL_FREQUENCY, max(1, ramp // 10))
+    return ramp // frequency * frequency, frequency
+
+
+def _prune_gradually(model, config, total_steps):
+    """Wraps the prunable layers with PolynomialDecay schedules (0 -> 1 - density)."""
+    from tf_sparse_winograd import pruning
+    end_step, frequency = gradual_schedule_steps(total_steps)
+    schedules = {name: pruning.PolynomialDecay(0.0, 1.0 - density, begin_step=0,
+                                               end_step=end_step, frequency=frequency)
+                 for name, density in density_by_layer(model, config).items()}
+    return pruning.prune_low_magnitude(model, pruning_schedule=schedules,
+                                       block_size=(1, config.prune_filter_block))
 
 
 class DensitySummaries(keras.callbacks.Callback):
@@ -202,6 +228,9 @@ class Runner:
             if pruned_from == "dense":
                 model.load_weights(self._require("prune", "dense"))
                 model = _prune(model, self.config)
+            elif pruned_from == "dense_gradually":
+                model.load_weights(self._require("retrain", "dense"))
+                model = _prune_gradually(model, self.config, self.steps_per_epoch * epochs)
             elif pruned_from == "prune":
                 model = _prune(model, self.config)  # Same structure; masks come from the file.
                 model.load_weights(self._require("retrain", "prune"))
@@ -258,10 +287,15 @@ class Runner:
             results, counts = self._finish(phase, model, {"sparsity": _sparsity(model)})
         elif phase == "retrain":
             from tf_sparse_winograd import pruning
-            model, optimizer = self._new_model(RETRAIN_LR_FACTOR, config.epochs_for(phase),
-                                               pruned_from="prune")
+            model, optimizer = self._new_model(
+                RETRAIN_LR_FACTOR, config.epochs_for(phase),
+                pruned_from="dense_gradually" if config.pruning == "gradual" else "prune")
             self._fit(phase, model, optimizer, [pruning.UpdatePruningStep()])
-            results, counts = self._finish(phase, model, {"sparsity": _sparsity(model)})
+            extra = {"sparsity": _sparsity(model), "pruning": config.pruning}
+            if config.pruning == "gradual":
+                extra["gradual_end_step"], extra["gradual_frequency"] = gradual_schedule_steps(
+                    self.steps_per_epoch * config.epochs_for(phase))
+            results, counts = self._finish(phase, model, extra)
             if config.export_dir and strategies.is_chief(self.strategy):
                 results["export_dir"] = export(model, config.export_dir)
         else:
@@ -273,7 +307,7 @@ class Runner:
         return results
 
     def run(self):
-        phases = config_lib.PHASES if self.config.phase == "all" else (self.config.phase,)
+        phases = self.config.phases if self.config.phase == "all" else (self.config.phase,)
         return {phase: self.run_phase(phase) for phase in phases}
 
 
@@ -302,6 +336,26 @@ def export(model, export_dir):
     export_fn(model, export_dir)
     logging.info("Exported a SavedModel to %s", export_dir)
     return export_dir
+
+
+def restore_model(config, phase):
+    """The model a finished phase of `config` saved (pruning wrappers and masks included).
+
+    For benchmarks and exports after the fact: rebuilds the network the way the phase did and
+    loads its model.weights.h5. Uses no data.
+    """
+    spec = data.get_spec(config.dataset)
+    info = {"image_shape": spec.image_shape, "num_classes": spec.num_classes}
+    path = os.path.join(config.phase_dir(phase), WEIGHTS_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Phase '{phase}' has no saved model at {path}: run it first.")
+    model = build_model(config, info)
+    if phase == "retrain" and config.pruning == "gradual":
+        model = _prune_gradually(model, config, total_steps=1)  # masks come from the file
+    elif phase != "dense":
+        model = _prune(model, config)
+    model.load_weights(path)
+    return model
 
 
 def run(config, flag_values=None):
