@@ -291,6 +291,18 @@ def _summary(results):
             "multiplies_effective": m["total_effective"], "layers": _layers(results)}
 
 
+def code_version():
+    """The commit of the repository the study runs from (and whether files differ from it)."""
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True,
+                                text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=REPO, capture_output=True, text=True).stdout.strip()
+        return commit + (" (modified)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def collect(root):
     """The study's JSON: configuration, one record per unit done, dense curves, speed."""
     records = []
@@ -328,7 +340,8 @@ def collect(root):
                    "analysis_batches": _ANALYSIS_BATCHES.value,
                    "extra_train_flags": list(_EXTRA_FLAGS.value),
                    "command": "python experiments/sparse_winograd_study.py " + " ".join(
-                       a for a in sys.argv[1:] if not a.startswith("--action"))},
+                       a for a in sys.argv[1:] if not a.startswith("--action")),
+                   "code": code_version()},
         "progress": {"units": len(units), "done": len(records),
                      "pending": [u.name for u in units if not is_done(root, u)]},
         "runs": records,
