@@ -88,6 +88,9 @@ _STATUS_FILE = flags.DEFINE_string("status_file", None,
 _PID_FILE = flags.DEFINE_string("pid_file", None,
                                 "train: write this process group id there. speed with "
                                 "--pause_sweep: the group to pause while timing.")
+_RESUME_HINT = flags.DEFINE_string("resume_hint", None,
+                                   "What the status line says resumes the sweep (default: this "
+                                   "script's command).")
 _PAUSE_SWEEP = flags.DEFINE_bool("pause_sweep", False,
                                  "speed: SIGSTOP the process group in --pid_file while timing, "
                                  "SIGCONT after.")
@@ -197,6 +200,8 @@ def write_status(text):
 
 
 def _resume_hint(root):
+    if _RESUME_HINT.value:
+        return f"resume: {_RESUME_HINT.value}"
     return (f"resume: cd {REPO} && python experiments/sparse_winograd_study.py --root={root} "
             f"(same flags)")
 
