@@ -22,7 +22,8 @@ The grid (docs/results.md states the budget that was run):
 Every unit of work is one train.py process (its flags are written next to its checkpoints); a
 unit whose results.json exists is skipped and an interrupted one resumes from its last epoch, so
 rerunning the same command continues the sweep. Units run in priority order (spatial and
-winograd_relu first, so that the central comparison completes first), --workers at a time.
+winograd_relu first, seed by seed, so that the central comparison completes first), --workers at a
+time.
 The process group can be paused (kill -STOP -<pgid>) and resumed (kill -CONT) at any time.
 
 --action=collect (also run after --action=train) gathers every results.json, the dense validation
@@ -142,15 +143,17 @@ def grid():
     densities = [float(d) for d in _DENSITIES.value]
     gradual = [float(d) for d in _GRADUAL_DENSITIES.value]
     units = []
-    # The central comparison (spatial vs winograd_relu) first, complete with every seed, then
-    # the other architectures.
+    # The central comparison (spatial vs winograd_relu) first, one seed complete (dense, every
+    # one-shot density, gradual) before the next, so that an interrupted sweep has whole seeds;
+    # then the other architectures the same way.
     first = [a for a in _ARCHS.value if a in ("spatial", "winograd_relu")]
     stages = [first] + [[a] for a in _ARCHS.value if a not in first]
     for archs in stages:
-        units += [Unit(a, s, "dense") for s in seeds for a in archs]
-        units += [Unit(a, s, "one_shot", d) for d in densities for s in seeds for a in archs]
-        units += [Unit(a, s, "gradual", d) for d in gradual for s in seeds for a in archs
-                  if a in _GRADUAL_ARCHS.value]
+        for s in seeds:
+            units += [Unit(a, s, "dense") for a in archs]
+            units += [Unit(a, s, "one_shot", d) for d in densities for a in archs]
+            units += [Unit(a, s, "gradual", d) for d in gradual for a in archs
+                      if a in _GRADUAL_ARCHS.value]
     return units
 
 
