@@ -40,6 +40,11 @@ flags.DEFINE_integer("prune_filter_block", _D.prune_filter_block,
                      "Prune blocks of this many consecutive filters (output units) together per "
                      "weight position; 4 lets the sparse op run 4 filters at a time. 1: single "
                      "weights (the paper).")
+flags.DEFINE_enum("pruning", _D.pruning, ["one_shot", "gradual"],
+                  "one_shot: prune the dense model to the density at once, then retrain with the "
+                  "masks fixed (the paper). gradual: raise the sparsity from 0 along tfmot's "
+                  "PolynomialDecay over the first half of the retraining epochs, masks fixed "
+                  "after (run directory gradual_d<density>).")
 flags.DEFINE_list("epochs", [str(e) for e in _D.epochs],
                   "Epochs per phase: 'N' (dense and retrain) or 'N_dense,N_retrain'.")
 flags.DEFINE_integer("batch_size", _D.batch_size, "Global batch size.")
@@ -56,10 +61,19 @@ flags.DEFINE_integer("max_train_examples", _D.max_train_examples,
                      "Train on the first N examples only (0: all).")
 flags.DEFINE_integer("max_eval_examples", _D.max_eval_examples,
                      "Evaluate on the first N test examples only (0: all).")
+flags.DEFINE_integer("holdout_examples", _D.holdout_examples,
+                     "Set this many training examples aside (a fixed random subset) and evaluate "
+                     "on them instead of the test split: for tuning (0: evaluate on the test "
+                     "split).")
 flags.DEFINE_integer("analysis_batches", _D.analysis_batches,
                      "Test batches used to measure activation densities (0: do not measure).")
 flags.DEFINE_enum("strategy", _D.strategy, ["default", "mirrored", "multi_worker"],
                   "tf.distribute strategy: one device, all local devices, or TF_CONFIG workers.")
+flags.DEFINE_bool("jit_compile", _D.jit_compile,
+                  "Compile each training step with XLA (model.compile(jit_compile=...)).")
+flags.DEFINE_integer("steps_per_execution", _D.steps_per_execution,
+                     "Training steps run per call into the compiled function (fewer Python "
+                     "round trips; callbacks see one batch per call).")
 flags.DEFINE_integer("verbose", _D.verbose, "Keras fit verbosity (1: progress bars).")
 
 FLAGS = flags.FLAGS

@@ -22,6 +22,7 @@ the current input still owes a ReLU.
 
 import keras
 
+from tf_sparse_winograd.layers import FusedBatchNormalization
 from tf_sparse_winograd.layers import WinogradConv2D
 
 CONV_TYPES = ("spatial", "winograd", "winograd_relu")
@@ -31,7 +32,7 @@ BN_MOMENTUM = 0.9
 
 
 def batch_norm(name):
-    return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, name=name)
+    return FusedBatchNormalization(momentum=BN_MOMENTUM, name=name)
 
 
 def check_conv_type(conv_type):

@@ -1,11 +1,13 @@
 """Tests for tf_sparse_winograd.data: the IDX reader, the pipelines and the error message."""
 
+import collections
 import gzip
 import os
 import struct
 
 import numpy as np
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from tf_sparse_winograd import data
@@ -107,3 +109,87 @@ def test_unknown_dataset_and_source():
         data.get_spec("mnist")
     with pytest.raises(ValueError, match="fashion_mnist only"):
         data.raw_dataset("cifar10", "train", source="idx")
+
+
+def _crops_of(image, spec):
+    """Every augmentation of a single (H, W, C) float image: {(dy, dx, flipped): array}."""
+    p = spec.crop_padding
+    h, w, _ = spec.image_shape
+    padded = np.pad(image, [(p, p), (p, p), (0, 0)])
+    out = {}
+    for dy in range(2 * p + 1):
+        for dx in range(2 * p + 1):
+            crop = padded[dy:dy + h, dx:dx + w]
+            out[(dy, dx, False)] = crop
+            out[(dy, dx, True)] = crop[:, ::-1]
+    return out
+
+
+def test_augment_batch_draws_every_crop_and_flip_per_image():
+    spec = data.get_spec("fashion_mnist")
+    image = np.arange(28 * 28, dtype=np.float32).reshape(28, 28, 1) + 1.0  # no two pixels equal
+    batch = np.repeat(image[None], 1000, axis=0)
+    out = data.augment_batch(batch, spec, tf.constant([3, 4], tf.int64)).numpy()
+    crops = _crops_of(image, spec)
+    seen = collections.Counter()
+    for augmented in out:
+        matches = [k for k, crop in crops.items() if np.array_equal(augmented, crop)]
+        assert len(matches) == 1, "not a crop (with or without flip) of the padded image"
+        seen[matches[0]] += 1
+    assert len(seen) == 50  # 5 x 5 offsets x 2 flips, each drawn (~20 times each)
+    assert min(seen.values()) >= 5
+    again = data.augment_batch(batch, spec, tf.constant([3, 4], tf.int64)).numpy()
+    np.testing.assert_array_equal(out, again)  # stateless: the seed decides
+    other = data.augment_batch(batch, spec, tf.constant([3, 5], tf.int64)).numpy()
+    assert not np.array_equal(out, other)
+
+
+def test_training_pipeline_covers_each_epoch_once_and_reshuffles(tmp_path):
+    arrays = _write_fashion_idx(str(tmp_path), n_train=40)
+    images = arrays["train"][0]
+    ds, _ = data.load_dataset("fashion_mnist", "train", batch_size=16, training=True,
+                              source="idx", data_dir=str(tmp_path), seed=7)
+    spec = data.get_spec("fashion_mnist")
+    epochs = []
+    for _ in range(2):
+        labels = np.concatenate([y.numpy() for _, y in ds])
+        epochs.append(labels)
+        np.testing.assert_array_equal(np.sort(labels), np.sort(arrays["train"][1]))
+    assert not np.array_equal(epochs[0], epochs[1])  # a new permutation every epoch
+    # Every image is a normalized crop/flip of one training image.
+    x, _ = next(iter(ds))
+    normalized = (images[..., None] / 255.0 - spec.mean[0]) / spec.std[0]
+    for augmented in x.numpy()[:4]:
+        assert any(np.allclose(augmented, crop, atol=1e-5)
+                   for image in normalized for crop in _crops_of(image, spec).values())
+
+
+def test_holdout_split_is_fixed_and_disjoint_from_training(tmp_path):
+    arrays = _write_fashion_idx(str(tmp_path), n_train=40)
+    common = dict(source="idx", data_dir=str(tmp_path), holdout_examples=10)
+    train_x, train_y, _ = data.load_arrays("fashion_mnist", "train", **common)
+    held_x, held_y, _ = data.load_arrays("fashion_mnist", "holdout", **common)
+    assert len(train_x) == 30 and len(held_x) == 10
+    all_images = arrays["train"][0].reshape(40, -1)
+    index = lambda x: sorted(int(np.flatnonzero((all_images == i.ravel()).all(1))[0]) for i in x)
+    assert set(index(train_x)).isdisjoint(index(held_x))
+    assert sorted(index(train_x) + index(held_x)) == list(range(40))
+    again, _, _ = data.load_arrays("fashion_mnist", "holdout", **common)
+    np.testing.assert_array_equal(again, held_x)
+    test_x, _, _ = data.load_arrays("fashion_mnist", "test", **common)
+    assert len(test_x) == 20  # the test split is untouched
+    ds, info = data.load_dataset("fashion_mnist", "holdout", 4, **common)
+    assert info["examples"] == 10 and info["split"] == "holdout"
+
+
+def test_bad_holdout_and_batch_size_name_the_argument(tmp_path):
+    _write_fashion_idx(str(tmp_path), n_train=40)
+    common = dict(source="idx", data_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="holdout_examples"):
+        data.load_arrays("fashion_mnist", "train", holdout_examples=40, **common)
+    with pytest.raises(ValueError, match="holdout_examples"):
+        data.load_arrays("fashion_mnist", "holdout", **common)
+    with pytest.raises(ValueError, match="split"):
+        data.load_arrays("fashion_mnist", "validation", **common)
+    with pytest.raises(ValueError, match="batch_size"):
+        data.load_dataset("fashion_mnist", "test", 0, **common)

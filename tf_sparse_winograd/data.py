@@ -3,7 +3,10 @@
 `load_dataset(name, split, ...)` returns a batched `tf.data.Dataset` of (image, label) pairs, the
 images float32, normalized per channel, with the standard augmentation on the training split
 (random crop from an image zero-padded by 4 pixels (2 for 28x28 Fashion-MNIST) and a random
-horizontal flip).
+horizontal flip). The split is held in memory and a training batch is gathered, normalized and
+augmented as a whole: per-image map functions cost ~5 ms of CPU per batch of 64, a tenth of a
+training step on 2 cores. Split 'holdout' is a fixed part of the training split set aside for
+tuning (learning-rate searches) without looking at the test split.
 
 Fashion-MNIST also has an offline source: the IDX files of Debian's `dataset-fashion-mnist`
 package (`/usr/share/datasets/fashion-mnist/*-idx?-ubyte.gz`). tfds' own builder refuses those
@@ -149,47 +152,148 @@ def raw_dataset(name, split, source="auto", data_dir=DEFAULT_IDX_DIR, tfds_data_
                             + " Fix: " + fix)
 
 
-def normalize(image, spec):
-    image = tf.cast(image, tf.float32) / 255.0
-    return (image - tf.constant(spec.mean, tf.float32)) / tf.constant(spec.std, tf.float32)
+def normalize(images, spec):
+    """uint8 images (any leading shape) -> float32, scaled to [0, 1] and standardized per channel."""
+    images = tf.cast(images, tf.float32) / 255.0
+    return (images - tf.constant(spec.mean, tf.float32)) / tf.constant(spec.std, tf.float32)
 
 
-def augment(image, spec, seed=None):
-    """Random crop of the zero-padded image plus an optional random horizontal flip."""
-    h, w, c = spec.image_shape
+def augment_batch(images, spec, seed):
+    """Random crop of each zero-padded image plus a random horizontal flip, a whole batch at once.
+
+    The distribution is the usual per-image one (crop offsets uniform in [0, 2p] on each axis, flip
+    with probability 1/2), drawn with stateless random ops from `seed` (shape [2]), and both are
+    applied as two gathers with per-image indices, so a batch costs a few vector operations rather
+    than a graph of ops per image. Padding is with zeros after normalization (the mean image).
+    """
+    h, w, _ = spec.image_shape
     p = spec.crop_padding
-    if p:
-        image = tf.pad(image, [[p, p], [p, p], [0, 0]])
-        image = tf.image.random_crop(image, [h, w, c], seed=seed)
+    batch = tf.shape(images)[0]
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    rows = tf.range(h)[None, :]
+    cols = tf.range(w)[None, :]
     if spec.flip:
-        image = tf.image.random_flip_left_right(image, seed=seed)
-    return image
+        flip = tf.random.stateless_uniform([batch, 1], flip_seed) < 0.5
+        cols = tf.where(flip, w - 1 - cols, cols)
+    if p:
+        images = tf.pad(images, [[0, 0], [p, p], [p, p], [0, 0]])
+        offsets = tf.random.stateless_uniform([batch, 2], crop_seed, 0, 2 * p + 1, tf.int32)
+        rows = rows + offsets[:, :1]
+        cols = cols + offsets[:, 1:]
+    images = tf.gather(images, tf.broadcast_to(rows, [batch, h]), axis=1, batch_dims=1)
+    return tf.gather(images, tf.broadcast_to(cols, [batch, w]), axis=2, batch_dims=1)
+
+
+def to_arrays(ds, spec):
+    """Reads an unbatched (image, label) dataset into (uint8 images, int32 labels) numpy arrays."""
+    images, labels = [], []
+    for x, y in ds.batch(8192).as_numpy_iterator():
+        images.append(np.asarray(x, np.uint8))
+        labels.append(np.asarray(y, np.int32))
+    if not images:
+        return np.zeros((0,) + spec.image_shape, np.uint8), np.zeros((0,), np.int32)
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    if images.shape[1:] != spec.image_shape:
+        raise ValueError(f"{spec.name} images have shape {images.shape[1:]}, expected "
+                         f"{spec.image_shape}")
+    return images, labels
+
+
+# The held-out examples are a fixed random subset of the training split: the same for every run
+# and seed, so that runs tuned on it compare, and never part of the test split.
+HOLDOUT_SEED = 20180430
+
+
+def holdout_indices(count, holdout_examples):
+    """(kept, held_out) index arrays of a training split of `count` examples, both sorted."""
+    if isinstance(holdout_examples, bool) or not isinstance(holdout_examples, (int, np.integer)) \
+            or not 0 <= holdout_examples < count:
+        raise ValueError(f"`holdout_examples` must be an integer in [0, {count}) for a training "
+                         f"split of {count} examples. Received: holdout_examples={holdout_examples!r}")
+    order = np.random.default_rng(HOLDOUT_SEED).permutation(count)
+    return np.sort(order[holdout_examples:]), np.sort(order[:holdout_examples])
+
+
+SPLITS = ("train", "test", "holdout")
+
+
+def load_arrays(name, split, max_examples=None, holdout_examples=0, source="auto",
+                data_dir=DEFAULT_IDX_DIR, tfds_data_dir=None, download=False):
+    """(images uint8 (N, H, W, C), labels int32 (N,), origin) of one split, in memory.
+
+    split: 'train', 'test', or 'holdout': `holdout_examples` examples of the training split set
+    aside (a fixed random subset, see `holdout_indices`) for tuning without touching the test
+    split; 'train' then excludes them. `max_examples` keeps the first N of what remains.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {SPLITS}. Received: split={split!r}")
+    if split == "holdout" and not holdout_examples:
+        raise ValueError("split='holdout' needs `holdout_examples` > 0. Received: "
+                         f"holdout_examples={holdout_examples!r}")
+    spec = get_spec(name)
+    source_split = spec.test_split if split == "test" else "train"
+    ds, origin = raw_dataset(name, source_split, source, data_dir, tfds_data_dir, download)
+    images, labels = to_arrays(ds, spec)
+    if split != "test" and holdout_examples:
+        kept, held_out = holdout_indices(len(images), holdout_examples)
+        chosen = held_out if split == "holdout" else kept
+        images, labels = images[chosen], labels[chosen]
+    if max_examples:
+        images, labels = images[:int(max_examples)], labels[:int(max_examples)]
+    return images, labels, origin
+
+
+def training_pipeline(images, labels, spec, batch_size, seed=0, drop_remainder=False):
+    """Shuffled, augmented, normalized batches of in-memory uint8 `images` and int32 `labels`.
+
+    Every epoch (every new iterator) draws a fresh permutation of all examples and fresh
+    augmentation seeds, both determined by `seed`. Work per batch: one gather of the batch's
+    images, normalization and `augment_batch`, so the input pipeline costs little CPU next to the
+    training step it feeds.
+    """
+    images = tf.constant(images)
+    labels = tf.constant(labels)
+    count = int(images.shape[0])
+    order = (tf.data.Dataset.range(count)
+             .shuffle(max(count, 1), seed=seed, reshuffle_each_iteration=True)
+             .batch(batch_size, drop_remainder=drop_remainder))
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+
+    def make_batch(indices, batch_seed):
+        x = normalize(tf.gather(images, indices), spec)
+        return augment_batch(x, spec, batch_seed), tf.gather(labels, indices)
+
+    return (tf.data.Dataset.zip(order, seeds)
+            .map(make_batch, num_parallel_calls=tf.data.AUTOTUNE)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def evaluation_pipeline(images, labels, spec, batch_size, drop_remainder=False):
+    """Normalized batches of in-memory `images` and `labels`, in order, cached after the first pass."""
+    ds = tf.data.Dataset.from_tensor_slices((images, labels)).batch(batch_size, drop_remainder)
+    return ds.map(lambda x, y: (normalize(x, spec), y)).cache().prefetch(tf.data.AUTOTUNE)
 
 
 def load_dataset(name, split, batch_size, training=False, max_examples=None, source="auto",
                  data_dir=DEFAULT_IDX_DIR, tfds_data_dir=None, download=False, seed=0,
-                 shuffle_buffer=10000, drop_remainder=False):
+                 drop_remainder=False, holdout_examples=0):
     """Batched, normalized (image float32, label int32) pairs; augmented and shuffled if training.
 
-    `max_examples` keeps only the first examples of the split (a quick run on a subset).
+    The split is read into memory once (Fashion-MNIST is 55 MB, CIFAR 180 MB as uint8), so that
+    batches are gathered and augmented whole (see `training_pipeline`). `max_examples` keeps only
+    the first examples of the split (a quick run on a subset); `holdout_examples` and
+    split='holdout': see `load_arrays`.
     Returns (dataset, info) where info is a dict with the spec, the source and the example count.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) \
+            or batch_size <= 0:
+        raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size!r}")
     spec = get_spec(name)
-    ds, origin = raw_dataset(name, split, source, data_dir, tfds_data_dir, download)
-    if max_examples:
-        ds = ds.take(int(max_examples))
-    count = int(ds.cardinality())
-    if count < 0:  # Unknown (tfds with take on some builders): count once, cheaply.
-        count = int(ds.reduce(0, lambda n, _: n + 1))
-    ds = ds.map(lambda x, y: (tf.ensure_shape(x, spec.image_shape), tf.cast(y, tf.int32)))
+    images, labels, origin = load_arrays(name, split, max_examples, holdout_examples, source,
+                                         data_dir, tfds_data_dir, download)
     if training:
-        ds = ds.cache().shuffle(min(shuffle_buffer, max(count, 1)), seed=seed,
-                                reshuffle_each_iteration=True)
-        ds = ds.map(lambda x, y: (augment(normalize(x, spec), spec), y),
-                    num_parallel_calls=tf.data.AUTOTUNE)
+        ds = training_pipeline(images, labels, spec, batch_size, seed, drop_remainder)
     else:
-        ds = ds.map(lambda x, y: (normalize(x, spec), y), num_parallel_calls=tf.data.AUTOTUNE)
-        ds = ds.cache()
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)
-    return ds, {"name": name, "split": split, "source": origin, "examples": count,
+        ds = evaluation_pipeline(images, labels, spec, batch_size, drop_remainder)
+    return ds, {"name": name, "split": split, "source": origin, "examples": int(len(images)),
                 "image_shape": spec.image_shape, "num_classes": spec.num_classes}

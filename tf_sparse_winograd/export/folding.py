@@ -64,8 +64,14 @@ def is_linear(activation):
 
 
 def foldable_batch_norm(layer):
-    """True for a built BatchNormalization over the last (channel) axis: foldable in inference."""
-    if type(layer) is not keras.layers.BatchNormalization:  # pylint: disable=unidiomatic-typecheck
+    """True for a built BatchNormalization over the last (channel) axis: foldable in inference.
+
+    Subclasses qualify when they declare `inference_is_batch_normalization = True` (their
+    inference is Keras' own, e.g. layers.FusedBatchNormalization).
+    """
+    if type(layer) is not keras.layers.BatchNormalization and not (  # pylint: disable=unidiomatic-typecheck
+            isinstance(layer, keras.layers.BatchNormalization)
+            and getattr(type(layer), "inference_is_batch_normalization", False)):
         return False
     if not layer.built or getattr(layer, "renorm", False):
         return False

@@ -9,6 +9,7 @@ PHASE_CHOICES = PHASES + ("all",)
 STRATEGIES = ("default", "mirrored", "multi_worker")
 LR_SCHEDULES = ("constant", "cosine", "step")
 OPTIMIZERS = ("sgd", "adam")
+PRUNING_METHODS = ("one_shot", "gradual")
 
 
 @dataclasses.dataclass
@@ -28,6 +29,7 @@ class TrainConfig:
     prune_first_conv: bool = False
     prune_dense: bool = False
     prune_filter_block: int = 1
+    pruning: str = "one_shot"
     epochs: tuple = (2, 1)
     batch_size: int = 64
     learning_rate: float = 0.05
@@ -40,8 +42,11 @@ class TrainConfig:
     seed: int = 0
     max_train_examples: int = 6000
     max_eval_examples: int = 2000
+    holdout_examples: int = 0
     analysis_batches: int = 4
     strategy: str = "default"
+    jit_compile: bool = False
+    steps_per_execution: int = 1
     verbose: int = 1
 
     def __post_init__(self):
@@ -55,11 +60,17 @@ class TrainConfig:
         for name, value, choices in (("phase", self.phase, PHASE_CHOICES),
                                      ("strategy", self.strategy, STRATEGIES),
                                      ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
-                                     ("optimizer", self.optimizer, OPTIMIZERS)):
+                                     ("optimizer", self.optimizer, OPTIMIZERS),
+                                     ("pruning", self.pruning, PRUNING_METHODS)):
             if value not in choices:
                 raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
         if self.batch_size <= 0:
             raise ValueError(f"`batch_size` must be positive. Received: {self.batch_size}")
+        for name in ("holdout_examples", "steps_per_execution"):
+            value = getattr(self, name)
+            low = 1 if name == "steps_per_execution" else 0
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"`{name}` must be an integer >= {low}. Received: {name}={value!r}")
         if isinstance(self.prune_filter_block, bool) or not isinstance(self.prune_filter_block, int) \
                 or self.prune_filter_block < 1:
             raise ValueError("`prune_filter_block` must be an integer >= 1. Received: "
@@ -77,9 +88,23 @@ class TrainConfig:
         tag = "d" + "-".join(f"{d:g}" for d in self.density)
         return tag if self.prune_filter_block == 1 else f"{tag}-b{self.prune_filter_block}"
 
+    @property
+    def phases(self):
+        """The phases `phase='all'` runs: gradual pruning has no separate prune phase."""
+        if self.pruning == "gradual":
+            return ("dense", "retrain")
+        return PHASES
+
     def phase_dir(self, phase):
-        name = phase if phase == "dense" else f"{phase}_{self.density_tag}"
-        return os.path.join(self.model_dir, name)
+        """dense/, prune_<tag>/, retrain_<tag>/; gradual pruning retrains in gradual_<tag>/."""
+        if phase == "dense":
+            return os.path.join(self.model_dir, "dense")
+        if self.pruning == "gradual":
+            if phase == "prune":
+                raise ValueError("Gradual pruning (pruning='gradual') has no 'prune' phase: it "
+                                 "prunes while it retrains (phase 'retrain').")
+            phase = "gradual"
+        return os.path.join(self.model_dir, f"{phase}_{self.density_tag}")
 
     def as_dict(self):
         return dataclasses.asdict(self)

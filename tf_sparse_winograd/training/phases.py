@@ -33,16 +33,27 @@ from tf_sparse_winograd.training import strategies
 WEIGHTS_FILE = "model.weights.h5"
 RESULTS_FILE = "results.json"
 RETRAIN_LR_FACTOR = 0.1  # Retraining starts from a smaller learning rate than dense training.
+# Gradual pruning (tfmot's usual recipe): sparsity rises along PolynomialDecay from 0 to the target
+# over the first GRADUAL_RAMP_FRACTION of the retraining steps, pruning every GRADUAL_FREQUENCY
+# steps (fewer for short phases: at least 10 pruning events); the masks then stay fixed.
+GRADUAL_RAMP_FRACTION = 0.5
+GRADUAL_FREQUENCY = 100
 
 
 def _load_datasets(config):
+    """(train, eval, info): the evaluation split is the test split, or the held-out part of the
+    training split when `config.holdout_examples` is set (for tuning without the test split)."""
     common = dict(source=config.data_source, data_dir=config.data_dir,
-                  tfds_data_dir=config.tfds_data_dir, download=config.download, seed=config.seed)
+                  tfds_data_dir=config.tfds_data_dir, download=config.download, seed=config.seed,
+                  holdout_examples=config.holdout_examples)
+    eval_split = "holdout" if config.holdout_examples else "test"
     train, info = data.load_dataset(config.dataset, "train", config.batch_size, training=True,
                                     max_examples=config.max_train_examples, **common)
-    test, test_info = data.load_dataset(config.dataset, "test", config.batch_size, training=False,
-                                        max_examples=config.max_eval_examples, **common)
-    info = dict(info, train_examples=info["examples"], eval_examples=test_info["examples"])
+    test, test_info = data.load_dataset(config.dataset, eval_split, config.batch_size,
+                                        training=False, max_examples=config.max_eval_examples,
+                                        **common)
+    info = dict(info, train_examples=info["examples"], eval_examples=test_info["examples"],
+                eval_split=eval_split)
     return train, test, info
 
 
@@ -65,10 +76,11 @@ def make_optimizer(config, steps, lr_factor=1.0):
     return keras.optimizers.SGD(lr, momentum=0.9, nesterov=True)
 
 
-def _compile(model, optimizer):
+def _compile(model, optimizer, config):
     model.compile(optimizer=optimizer,
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+                  metrics=["accuracy"], jit_compile=config.jit_compile,
+                  steps_per_execution=config.steps_per_execution)
 
 
 def prunable_candidates(model, config):
@@ -101,6 +113,26 @@ def density_by_layer(model, config):
 def _prune(model, config):
     return pruning.prune_to_density(model, density_by_layer(model, config), skip_first_conv=False,
                                     block_size=(1, config.prune_filter_block))
+
+
+def gradual_schedule_steps(total_steps):
+    """(end_step, frequency) of the gradual schedule over a phase of `total_steps` steps.
+
+    end_step is a multiple of the frequency, so the last pruning event reaches the target density.
+    """
+    ramp = max(1, int(total_steps * GRADUAL_RAMP_FRACTION))
+    frequency = min(GRADUAL_FREQUENCY, max(1, ramp // 10))
+    return ramp // frequency * frequency, frequency
+
+
+def _prune_gradually(model, config, total_steps):
+    """Wraps the prunable layers with PolynomialDecay schedules (0 -> 1 - density)."""
+    end_step, frequency = gradual_schedule_steps(total_steps)
+    schedules = {name: pruning.PolynomialDecay(0.0, 1.0 - density, begin_step=0,
+                                               end_step=end_step, frequency=frequency)
+                 for name, density in density_by_layer(model, config).items()}
+    return pruning.prune_low_magnitude(model, pruning_schedule=schedules,
+                                       block_size=(1, config.prune_filter_block))
 
 
 class DensitySummaries(keras.callbacks.Callback):
@@ -192,12 +224,15 @@ class Runner:
             if pruned_from == "dense":
                 model.load_weights(self._require("prune", "dense"))
                 model = _prune(model, self.config)
+            elif pruned_from == "dense_gradually":
+                model.load_weights(self._require("retrain", "dense"))
+                model = _prune_gradually(model, self.config, self.steps_per_epoch * epochs)
             elif pruned_from == "prune":
                 model = _prune(model, self.config)  # Same structure; masks come from the file.
                 model.load_weights(self._require("retrain", "prune"))
             optimizer = make_optimizer(self.config, self.steps_per_epoch * max(epochs, 1),
                                        lr_factor)
-            _compile(model, optimizer)
+            _compile(model, optimizer, self.config)
             optimizer.build(model.trainable_variables)
         return model, optimizer
 
@@ -216,6 +251,7 @@ class Runner:
                    "eval_loss": float(loss), "eval_accuracy": float(accuracy),
                    "train_examples": self.info["train_examples"],
                    "eval_examples": self.info["eval_examples"],
+                   "eval_split": self.info["eval_split"],
                    "epochs": self.config.epochs_for(phase),
                    "multiplies": counts.as_dict()}
         results.update(extra or {})
@@ -247,22 +283,27 @@ class Runner:
             model, _ = self._new_model(1.0, 1, pruned_from="dense")
             results, counts = self._finish(phase, model, {"sparsity": _sparsity(model)})
         elif phase == "retrain":
-            model, optimizer = self._new_model(RETRAIN_LR_FACTOR, config.epochs_for(phase),
-                                               pruned_from="prune")
+            model, optimizer = self._new_model(
+                RETRAIN_LR_FACTOR, config.epochs_for(phase),
+                pruned_from="dense_gradually" if config.pruning == "gradual" else "prune")
             self._fit(phase, model, optimizer, [pruning.UpdatePruningStep()])
-            results, counts = self._finish(phase, model, {"sparsity": _sparsity(model)})
+            extra = {"sparsity": _sparsity(model), "pruning": config.pruning}
+            if config.pruning == "gradual":
+                extra["gradual_end_step"], extra["gradual_frequency"] = gradual_schedule_steps(
+                    self.steps_per_epoch * config.epochs_for(phase))
+            results, counts = self._finish(phase, model, extra)
             if config.export_dir and strategies.is_chief(self.strategy):
                 results["export_dir"] = export(model, config.export_dir)
         else:
             raise ValueError(f"Unknown phase {phase!r}")
         self.models[phase] = model
         print(f"\n== {phase}: eval accuracy {results['eval_accuracy']:.4f} on "
-              f"{results['eval_examples']} test examples ({directory})")
+              f"{results['eval_examples']} {results['eval_split']} examples ({directory})")
         print(counts.format_table())
         return results
 
     def run(self):
-        phases = config_lib.PHASES if self.config.phase == "all" else (self.config.phase,)
+        phases = self.config.phases if self.config.phase == "all" else (self.config.phase,)
         return {phase: self.run_phase(phase) for phase in phases}
 
 
@@ -285,6 +326,26 @@ def export(model, export_dir):
     export_lib.export_saved_model(model, export_dir)
     logging.info("Exported a SavedModel to %s", export_dir)
     return export_dir
+
+
+def restore_model(config, phase):
+    """The model a finished phase of `config` saved (pruning wrappers and masks included).
+
+    For benchmarks and exports after the fact: rebuilds the network the way the phase did and
+    loads its model.weights.h5. Uses no data.
+    """
+    spec = data.get_spec(config.dataset)
+    info = {"image_shape": spec.image_shape, "num_classes": spec.num_classes}
+    path = os.path.join(config.phase_dir(phase), WEIGHTS_FILE)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"Phase '{phase}' has no saved model at {path}: run it first.")
+    model = build_model(config, info)
+    if phase == "retrain" and config.pruning == "gradual":
+        model = _prune_gradually(model, config, total_steps=1)  # masks come from the file
+    elif phase != "dense":
+        model = _prune(model, config)
+    model.load_weights(path)
+    return model
 
 
 def run(config, flag_values=None):

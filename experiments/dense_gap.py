@@ -1,0 +1,109 @@
+"""Why does dense winograd_relu end below dense spatial? Held-out experiments (issue 16).
+
+Trains the dense phase of one configuration with `tf_sparse_winograd.training`, evaluating on
+--holdout_examples training images set aside (never on the test split), under one of these
+variants of the Winograd layers:
+
+  baseline        the models as they are;
+  winograd_bias   winograd_relu layers get a learnable bias per Winograd coordinate and input
+                  channel before their ReLU: relu(B^T d B + b). A batch norm offset before the
+                  transform moves only the coordinate whose row of B^T sums to non-zero (1 of 16
+                  at F(2x2)), so the other coordinates' ReLU thresholds are fixed at 0; this
+                  variant tests whether that missing capacity explains the gap. (Diagnostic
+                  only: the bias is not in the paper, the multiply count or the export.)
+  iid_init        U initialized i.i.d. (variance scaling over U's own fan-in, with the average
+                  variance of the default G g G^T initialization), as the paper's code did,
+                  instead of the Winograd transform of a spatial He-normal kernel.
+
+Other hypotheses (learning rate, L2 on U) are train.py flags: --learning_rate, --weight_decay.
+
+  python experiments/dense_gap.py --variant=winograd_bias --conv_type=winograd_relu \\
+      --model_dir=/work/study-runs/search/gap_bias --epochs=30
+"""
+
+import sys
+
+from absl import app
+from absl import flags
+
+VARIANTS = ("baseline", "winograd_bias", "iid_init")
+
+_VARIANT = flags.DEFINE_enum("variant", "baseline", VARIANTS, "Which Winograd layer variant.")
+_CONV_TYPE = flags.DEFINE_enum("conv_type", "winograd_relu",
+                               ["spatial", "winograd", "winograd_relu"], "Architecture.")
+_TILE_SIZE = flags.DEFINE_integer("tile_size", 2, "Winograd tile size.")
+_MODEL_DIR = flags.DEFINE_string("model_dir", None, "Run directory (resumes if it exists).")
+_EPOCHS = flags.DEFINE_integer("epochs", 30, "Dense epochs.")
+_LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.05, "Learning rate (cosine decay).")
+_WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 5e-4, "L2 on kernels.")
+_HOLDOUT = flags.DEFINE_integer("holdout_examples", 5000, "Held-out training examples.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed.")
+flags.mark_flag_as_required("model_dir")
+
+
+def winograd_layer_class(variant):
+    """The WinogradConv2D (sub)class the variant builds models with."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from tf_sparse_winograd import transforms
+    from tf_sparse_winograd import winograd_math
+    from tf_sparse_winograd.layers import WinogradConv2D
+
+    if variant == "baseline":
+        return WinogradConv2D
+
+    class WinogradBiasConv2D(WinogradConv2D):
+        """relu(V + b) with b (a^2, 1, in_channels) learnable, for winograd_relu layers."""
+
+        def build(self, input_shape):
+            super().build(input_shape)
+            if self.winograd_relu:
+                a = self.input_tile_size
+                self.winograd_bias = self.add_weight(name="winograd_bias",
+                                                     shape=(a * a, 1, input_shape[-1]),
+                                                     initializer="zeros")
+
+        def call(self, inputs):
+            if not self.winograd_relu:
+                return super().call(inputs)
+            grid = winograd_math.TileGrid(inputs, self.tile_size, self.padding)
+            v = tf.nn.relu(winograd_math.input_transform(inputs, grid) + self.winograd_bias)
+            return winograd_math.output_transform(
+                winograd_math.elementwise_product(v, self.winograd_kernel), grid)
+
+    class IidInitWinogradConv2D(WinogradConv2D):
+        """U drawn i.i.d. with the mean variance of G g G^T for a He-normal g."""
+
+        def build(self, input_shape):
+            super().build(input_shape)
+            _, G, _ = transforms.transform_matrices(self.tile_size)
+            mean_gain = float(np.mean(np.sum(G ** 2, axis=1))) ** 2
+            variance = mean_gain * 2.0 / (9 * input_shape[-1])
+            shape = tuple(self.winograd_kernel.shape)
+            self.winograd_kernel.assign(keras.random.normal(shape, stddev=variance ** 0.5,
+                                                            seed=None))
+
+    return {"winograd_bias": WinogradBiasConv2D, "iid_init": IidInitWinogradConv2D}[variant]
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    from tf_sparse_winograd import training
+    from tf_sparse_winograd.models import conv_block
+    # The model builders create their Winograd layers through conv_block.WinogradConv2D.
+    conv_block.WinogradConv2D = winograd_layer_class(_VARIANT.value)
+    config = training.TrainConfig(
+        conv_type=_CONV_TYPE.value, tile_size=_TILE_SIZE.value, model_dir=_MODEL_DIR.value,
+        epochs=(_EPOCHS.value, 0), learning_rate=_LEARNING_RATE.value,
+        weight_decay=_WEIGHT_DECAY.value, holdout_examples=_HOLDOUT.value, seed=_SEED.value,
+        max_train_examples=None, max_eval_examples=None, analysis_batches=0, phase="dense",
+        data_source="idx", steps_per_execution=8, verbose=2)
+    values = dict(config.as_dict(), variant=_VARIANT.value, argv=" ".join(sys.argv))
+    results = training.run(config, flag_values=values)
+    print(f"variant {_VARIANT.value}: held-out accuracy {results['dense']['eval_accuracy']:.4f}")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,118 @@
+"""experiments/sparse_winograd_study.py: the grid, resuming, the JSON, and report.py --study."""
+
+import json
+import os
+
+import pytest
+
+from tf_sparse_winograd.training import study_report
+import support
+
+STUDY = os.path.join(support.REPO, "experiments", "sparse_winograd_study.py")
+
+
+def _study(args, check=True):
+    return support.run_script(STUDY, *args, timeout=3000, check=check)
+
+
+def test_status_lists_the_grid_in_priority_order(tmp_path):
+    out = _study([f"--root={tmp_path}", "--action=status", "--densities=0.4,0.1",
+                  "--gradual_densities=0.1"]).stdout
+    line = next(l for l in out.splitlines() if l.startswith("0/"))
+    units = line.split("Pending: ")[1].split(", ")
+    # 4 archs x 3 seeds dense, x 2 one-shot densities, + 2 gradual archs x 3 seeds x 1 density.
+    assert len(units) == 12 + 24 + 6
+    # Seed by seed: dense, every one-shot density, then gradual, for the central pair first.
+    assert units[:9] == ["spatial-s0-dense", "winograd_relu-s0-dense",
+                         "spatial-s0-one_shot-d0.4", "winograd_relu-s0-one_shot-d0.4",
+                         "spatial-s0-one_shot-d0.1", "winograd_relu-s0-one_shot-d0.1",
+                         "spatial-s0-gradual-d0.1", "winograd_relu-s0-gradual-d0.1",
+                         "spatial-s1-dense"]
+    assert units.index("winograd-s0-dense") > units.index("spatial-s2-gradual-d0.1")
+    assert units[-1] == "winograd_relu_f4-s2-one_shot-d0.1"
+
+
+@pytest.mark.parametrize("args,message", [(["--seeds=0,1"], "at least 3"),
+                                          (["--archs=vgg"], "--archs"),
+                                          (["--densities=1.5"], "--densities")])
+def test_bad_grid_flags_name_the_flag(tmp_path, args, message):
+    proc = _study([f"--root={tmp_path}", "--action=status"] + args, check=False)
+    assert proc.returncode != 0 and message in proc.stdout
+
+
+@pytest.mark.slow
+def test_tiny_study_trains_resumes_and_reports(tmp_path):
+    idx = support.write_fashion_idx(str(tmp_path / "idx"))
+    root = str(tmp_path / "study")
+    args = [f"--root={root}", "--archs=spatial", "--gradual_archs=spatial", "--densities=0.5",
+            "--gradual_densities=0.5", "--width=0.0625", "--dense_epochs=1",
+            "--retrain_epochs=2", "--batch_size=16", "--analysis_batches=1",
+            f"--extra_train_flags=--data_dir={idx}", "--workers=2",
+            f"--status_file={tmp_path / 'status'}", f"--pid_file={tmp_path / 'pid'}"]
+    _study(args)
+    with open(os.path.join(root, "study.json")) as f:
+        study = json.load(f)
+    assert study["progress"] == {"units": 9, "done": 9, "pending": []}
+    runs = {(r["method"], r["seed"]): r for r in study["runs"]}
+    assert runs[("dense", 0)]["curve"][0]["epoch"] == 1
+    assert runs[("one_shot", 1)]["after_pruning"]["eval_examples"] == 48
+    assert runs[("gradual", 2)]["final"]["layers"][1]["weight_density"] == pytest.approx(0.5, 0.02)
+    assert "study stopped: 9/9 units done" in open(tmp_path / "status").read()
+    assert int(open(tmp_path / "pid").read()) > 0
+    # Rerunning the same command trains nothing and gives the same JSON.
+    logs = {n: os.path.getsize(os.path.join(root, "logs", n))
+            for n in os.listdir(os.path.join(root, "logs"))}
+    _study(args)
+    assert logs == {n: os.path.getsize(os.path.join(root, "logs", n)) for n in logs}
+    with open(os.path.join(root, "study.json")) as f:
+        assert json.load(f)["runs"] == study["runs"]
+    # report.py --study writes the tables and the four figures.
+    out_dir = str(tmp_path / "report")
+    support.run_script(support.REPORT_PY, f"--study={root}/study.json", f"--out_dir={out_dir}",
+                       timeout=600)
+    for name in ("study_report.md", "study_accuracy_vs_density.png",
+                 "study_accuracy_vs_multiplies.png", "study_dense_curves.png",
+                 "study_activation_density.png"):
+        assert os.path.exists(os.path.join(out_dir, name)), name
+
+
+def _record(arch, seed, method, density, accuracy, pruned=None):
+    layers = [{"name": "conv1", "kind": "conv3x3", "weight_density": 1.0,
+               "activation_density": 1.0, "direct_multiplies": 100, "winograd_multiplies": 50},
+              {"name": "conv2", "kind": "conv3x3", "weight_density": density,
+               "activation_density": 0.4, "direct_multiplies": 300, "winograd_multiplies": 150}]
+    final = {"eval_accuracy": accuracy, "eval_examples": 10000, "train_examples": 60000,
+             "multiplies_direct": 400, "multiplies_executed": 400,
+             "multiplies_effective": 100 + 300 * density * 0.4, "layers": layers}
+    record = {"arch": arch, "seed": seed, "method": method, "density": density, "final": final}
+    if pruned is not None:
+        record["after_pruning"] = {"eval_accuracy": pruned}
+    return record
+
+
+def test_claims_from_a_hand_made_study():
+    # Dense 0.900 / 0.902 / 0.904 (std 0.002); spatial keeps it down to 0.4 and loses 1 point
+    # at 0.1; winograd_relu holds down to 0.1.
+    runs = []
+    for seed in range(3):
+        runs.append(_record("spatial", seed, "dense", 1.0, 0.900 + 0.002 * seed))
+        runs.append(_record("winograd_relu", seed, "dense", 1.0, 0.900 + 0.002 * seed))
+        for d, loss_spatial, loss_wr in ((0.6, 0.000, 0.0), (0.4, 0.002, 0.0),
+                                         (0.25, 0.004, 0.001), (0.1, 0.010, 0.002)):
+            runs.append(_record("spatial", seed, "one_shot", d,
+                                0.900 + 0.002 * seed - loss_spatial, pruned=0.5))
+            runs.append(_record("winograd_relu", seed, "one_shot", d,
+                                0.900 + 0.002 * seed - loss_wr, pruned=0.6))
+    claims = study_report.claims({"runs": runs})
+    assert claims["spatial"]["lowest_density_holding"] == 0.4
+    assert claims["spatial"]["first_density_losing_0.5"] == 0.1
+    assert claims["winograd_relu"]["lowest_density_holding"] == 0.1
+    assert claims["winograd_relu"]["first_density_losing_0.5"] is None
+    # reduction = direct 400 / effective (100 + 300 * 0.1 * 0.4) at 0.1
+    assert claims["winograd_relu"]["reduction_at_lowest_holding"] == pytest.approx(400 / 112)
+    assert claims["spatial"]["dense_activation_density"][0] == pytest.approx(0.4)
+    rows = study_report.points({"runs": runs})
+    row = next(r for r in rows if r["arch"] == "spatial" and r["density"] == 0.1)
+    assert row["delta_vs_dense"][0] == pytest.approx(-0.010)
+    assert row["accuracy"][1] == pytest.approx(0.002)
+    assert "| spatial | one-shot | 0.1 | 3 |" in study_report.markdown_table({"runs": runs})
