@@ -2,11 +2,12 @@
 round, so that the load of a shared machine hits them alike), calls timed over a minimum
 duration, SavedModel serving functions, and the machine's description."""
 
-import platform
 import statistics
 import time
 
 import numpy as np
+
+from tf_sparse_winograd.ops import cpu_model  # noqa: F401  (the benchmarks print it)
 
 
 def measure(samplers, rounds):
@@ -70,15 +71,3 @@ def first_output(outputs):
     elif isinstance(outputs, (list, tuple)):
         outputs = outputs[0]
     return outputs.numpy()
-
-
-def cpu_model():
-    """The CPU's model name, from /proc/cpuinfo (platform.processor() elsewhere)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"

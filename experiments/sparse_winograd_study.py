@@ -37,7 +37,6 @@ import collections
 import dataclasses
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -389,17 +388,6 @@ def status(root):
 
 
 # ----------------------------------------------------------------------------------- speed pass
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def _process_cpu_seconds(exclude_pgids):
     """Total CPU seconds used so far by processes outside `exclude_pgids` (from /proc)."""
     total, tick = 0.0, os.sysconf("SC_CLK_TCK")
@@ -490,7 +478,7 @@ def _time_exports(root, load_before):
         loaded = export.load_saved_model(path)
         variants[unit.name] = (loaded, loaded.signatures["serving_default"])
     rng = np.random.default_rng(0)
-    results = {"cpu": cpu_model(), "logical_cpus": os.cpu_count(), "threads": threads,
+    results = {"cpu": interleaved.cpu_model(), "logical_cpus": os.cpu_count(), "threads": threads,
                "tensorflow": tf.__version__, "seed": seed, "rounds": _SPEED_ROUNDS.value,
                "reference": reference.name, "other_load_before": load_before,
                "date": time.strftime("%Y-%m-%dT%H:%M:%S"), "batches": {}}

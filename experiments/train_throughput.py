@@ -23,7 +23,6 @@ Print the CPU model with the numbers (the script does).
 """
 
 import os
-import platform
 import statistics
 import time
 
@@ -42,18 +41,6 @@ _STEPS = flags.DEFINE_integer("steps", 64, "Training steps per timed fit call.")
 _ROUNDS = flags.DEFINE_integer("rounds", 5, "Timed rounds (each times every variant once).")
 _DATA_DIR = flags.DEFINE_string("data_dir", "/usr/share/datasets/fashion-mnist",
                                 "Fashion-MNIST IDX files.")
-
-
-def cpu_model():
-    """The 'model name' line of /proc/cpuinfo (what REFERENCE.md asks to print with timings)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def per_image_pipeline(spec, images, labels, batch_size, seed=0):
@@ -140,6 +127,7 @@ def main(argv):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     import tensorflow as tf
     from tf_sparse_winograd import data
+    from tf_sparse_winograd.ops import cpu_model
     tf.get_logger().setLevel("ERROR")
     images, labels = data.load_idx_split(_DATA_DIR.value, "train")
     arrays = (images, labels.astype("int32"))

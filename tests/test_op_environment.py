@@ -142,3 +142,11 @@ def test_set_isa_names_the_cpus_instruction_sets_when_it_lacks_one(monkeypatch):
     with pytest.raises(ValueError, match=r"`isa` .* this CPU .*: generic, avx2\. "
                                          r"Received: isa='avx512'"):
         ops.set_isa("avx512")
+
+
+def test_cpu_model_names_the_first_processor():
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        lines = f.read().split("\n\n")[0].splitlines()
+    fields = {k.strip(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    assert ops.cpu_model() == (f"{fields['model name']} (family {fields['cpu family']}, "
+                               f"model {fields['model']})")

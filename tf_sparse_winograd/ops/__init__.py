@@ -6,6 +6,7 @@ from tf_sparse_winograd.ops.conv import sparse_winograd_conv2d
 from tf_sparse_winograd.ops.dense import sparse_dense_matmul
 from tf_sparse_winograd.ops.isa import active_isa
 from tf_sparse_winograd.ops.isa import cpu_isas
+from tf_sparse_winograd.ops.isa import cpu_model
 from tf_sparse_winograd.ops.isa import set_isa
 from tf_sparse_winograd.ops.loader import OpLibraryError
 from tf_sparse_winograd.ops.loader import CONV_OP_NAME
@@ -21,4 +22,5 @@ from tf_sparse_winograd.ops.packing import unpack_kernel
 __all__ = ["PackedKernel", "pack_kernel", "unpack_kernel", "sparse_winograd_conv2d",
            "reference_conv2d", "dense_index_dtype", "pack_dense_kernel",
            "sparse_dense_matmul", "load_op_library", "op_library_available", "OpLibraryError",
-           "CONV_OP_NAME", "DENSE_OP_NAME", "set_isa", "active_isa", "cpu_isas"]
+           "CONV_OP_NAME", "DENSE_OP_NAME", "set_isa", "active_isa", "cpu_isas",
+           "cpu_model"]

@@ -14,6 +14,7 @@ process runs on one CPU. The environment plays no part in it.
 
 import ctypes
 import os
+import platform
 import threading
 
 from tf_sparse_winograd.ops import loader
@@ -45,6 +46,26 @@ def _functions():
             library.tfsw_force_isa.argtypes = [ctypes.c_char_p]
             _FUNCTIONS = library
         return _FUNCTIONS
+
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo, with its family and model numbers (a VM may name
+    only the vendor, e.g. "AMD EPYC"); platform.processor() elsewhere. Printed with every timing:
+    the machines' CPUs differ, and only ratios measured on one CPU compare."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if not key.strip():
+                    break  # the first processor's block ends
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    if "model name" not in fields:
+        return platform.processor() or "unknown CPU"
+    return (f"{fields['model name']} (family {fields.get('cpu family', '?')}, "
+            f"model {fields.get('model', '?')})")
 
 
 def cpu_isas():
