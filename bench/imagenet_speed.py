@@ -19,8 +19,9 @@ identity; the densities are those the pruning sets, exactly. For each model:
 All variants of a model are timed interleaved, round after round, with the same intra-op
 threads; the best round is kept. First, the per-layer table: our op against tf.nn.conv2d on
 VGG-16's 13 convolutions at batch 1 (random unstructured pruning, both in one graph per layer,
-as bench/op_speed.py does), which with `--tile_size auto` also picks each layer's tile size: the
-fastest at the lowest density asked for.
+as bench/op_speed.py does). With `--tile_size auto` (the default) each model's tile sizes are
+chosen per layer by `tf_sparse_winograd.tile_choice.fastest_tile_sizes` (the op timed on the
+layer's shape at batch 1 and the lowest density asked for) and printed.
 """
 
 import os
@@ -84,14 +85,13 @@ def _build(name):
 
 
 def layer_ratios(densities, tile_sizes=(2, 4, 6)):
-    """Prints our op against tf.nn.conv2d on each VGG-16 convolution at batch 1; returns
-    {layer: {density: fastest tile size}}."""
+    """Prints our op against tf.nn.conv2d on each VGG-16 convolution at batch 1."""
     rng = np.random.default_rng(_SEED)
     print("\n### VGG-16 convolutions at batch 1: tf.nn.conv2d time / op time\n")
     print("| layer | HxW, in -> out | density | TF conv2d ms | "
           + " | ".join(f"op F({m}x{m}) ms | ratio" for m in tile_sizes) + " |")
     print("| --- | --- | ---: | ---: |" + " ---: | ---: |" * len(tile_sizes))
-    fastest, totals = {}, {}
+    totals = {}
     for name, size, cin, cout in VGG16_LAYERS:
         calls = op_speed.calls_per_run(1) // 8  # Big layers: a few calls per graph run.
         x = [tf.constant(rng.normal(size=(1, size, size, cin)).astype(np.float32))
@@ -107,7 +107,6 @@ def layer_ratios(densities, tile_sizes=(2, 4, 6)):
             samplers = [op_speed.time_fn(fn, x, min_seconds=0.1) for fn in functions]
             best = [b for b, _ in measure(samplers, _ROUNDS.value)]
             ratios = [best[0] / t for t in best[1:]]
-            fastest.setdefault(name, {})[density] = tile_sizes[int(np.argmax(ratios))]
             for key, t in zip(["tf"] + list(tile_sizes), best):
                 totals[(density, key)] = totals.get((density, key), 0.0) + t
             print(f"| {name} | {size}x{size}, {cin} -> {cout} | {density:g} | {best[0] * 1e3:.2f} | "
@@ -118,7 +117,6 @@ def layer_ratios(densities, tile_sizes=(2, 4, 6)):
         print(f"| total | | {density:g} | {tf_total * 1e3:.1f} | " + " | ".join(
             f"{totals[(density, m)] * 1e3:.1f} | {tf_total / totals[(density, m)]:.2f}x"
             for m in tile_sizes) + " |")
-    return fastest
 
 
 def _sparse_export(model, density, tile_size, prune_fc, path):
@@ -161,9 +159,8 @@ def main(argv):
     print(f"# {cpu_model()}; TensorFlow {tf.__version__}; {_THREADS.value} intra-op threads, "
           f"1 inter-op thread; {os.cpu_count()} CPUs; random weights (no pretrained ones here)")
 
-    fastest = None
-    if _LAYER_RATIOS.value or _TILE_SIZE.value == "auto":
-        fastest = layer_ratios(sorted(set(densities) | {1.0}))
+    if _LAYER_RATIOS.value:
+        layer_ratios(sorted(set(densities) | {1.0}))
     choice_density = min(densities)
 
     for model_name in _MODELS.value:
@@ -175,12 +172,10 @@ def main(argv):
         variants["dense SavedModel"] = serving_function(dense_path)
         sizes = {"dense SavedModel": tfsw.export.saved_model_size(dense_path)}
         if _TILE_SIZE.value == "auto":
-            if model_name == "vgg16":
-                tile_size = {name: by_density[choice_density]
-                             for name, by_density in fastest.items()}
-            else:  # No per-layer table for ResNet-18: the tile most VGG-16 layers chose.
-                votes = [d[choice_density] for d in fastest.values()]
-                tile_size = max(set(votes), key=votes.count)
+            print(f"\n{model_name}: tile sizes measured by tile_choice.fastest_tile_sizes at "
+                  f"density {choice_density:g}, batch 1")
+            tile_size = tfsw.tile_choice.fastest_tile_sizes(model, choice_density, batch_size=1,
+                                                            print_fn=print)
         else:
             tile_size = int(_TILE_SIZE.value)
         for density in densities:

@@ -54,12 +54,6 @@ def cpu_clock_ghz():
     return max(mhz) / 1000.0
 
 
-def cpu_model():
-    with open("/proc/cpuinfo", encoding="utf-8") as f:
-        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-    return names[0] if names else "unknown CPU"
-
-
 def peak_gflops():
     return THREADS * 2 * 16 * 2 * cpu_clock_ghz()
 
@@ -162,7 +156,7 @@ def main():
         print(f"Products-only timing skipped: {ops.loader.library_path()} is not a benchmark "
               "build (see this script's docstring).")
         args.no_stages = True
-    print(f"{cpu_model()} (kernels: {ops.active_isa()}), TF {tf.__version__}, "
+    print(f"{ops.cpu_model()} (kernels: {ops.active_isa()}), TF {tf.__version__}, "
           f"clock {cpu_clock_ghz():.2f} GHz, FP32 peak {peak:.0f} GFLOP/s "
           f"({THREADS} threads), reps {args.reps}, winograd_relu={args.winograd_relu}, "
           f"filter_block={args.filter_block}")

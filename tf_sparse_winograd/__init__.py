@@ -15,6 +15,7 @@ _backend.require_tensorflow_backend()
 from tf_sparse_winograd import layers  # noqa: E402
 from tf_sparse_winograd import pruning  # noqa: E402
 from tf_sparse_winograd import export  # noqa: E402
+from tf_sparse_winograd import tile_choice  # noqa: E402
 from tf_sparse_winograd.conversion import to_winograd  # noqa: E402
 from tf_sparse_winograd.ops import loader as _loader  # noqa: E402
 

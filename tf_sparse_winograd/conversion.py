@@ -101,7 +101,7 @@ def _tile_size_for(tile_size, layer):
     return tile_size
 
 
-def _selection(layers, model):
+def layer_selection(layers, model):
     """A predicate layer -> bool from `layers` (None, names, or a predicate); checks the names."""
     if layers is None:
         return lambda layer: True
@@ -145,7 +145,7 @@ def to_winograd(model, tile_size=2, layers=None, return_report=False, print_fn=N
         if tile_size is None:
             raise ValueError("`tile_size` must be one of (2, 4, 6), a dict or a callable. "
                              "Received: tile_size=None")
-    selected = _selection(layers, model)
+    selected = layer_selection(layers, model)
     report = ConversionReport()
 
     def make_layer(layer):
