@@ -41,8 +41,18 @@ LIBRARY_NAME = "_sparse_winograd_ops.so"
 DEFAULT_OUTPUT = os.path.join(PACKAGE_DIR, LIBRARY_NAME)
 VERSION_MARKER = b"tfsw-built-for-tensorflow="
 
-# Translation unit -> extra flags. The ISA kernels are compiled separately so that the rest of
-# the library (and TensorFlow's headers) never see -mavx2 / -mavx512f.
+# Instruction set -> its flags. Each op's kernel is compiled once per instruction set, in
+# kernels/<op>_<isa>.cc, separately so that the rest of the library (and TensorFlow's headers)
+# never see -mavx2 / -mavx512f.
+ISA_FLAGS = {
+    "generic": [],
+    "avx2": ["-mavx2", "-mfma"],
+    "avx512": ["-mavx512f", "-mavx2", "-mfma", "-mprefer-vector-width=512"],
+}
+ISA_KERNEL_SOURCES = {f"kernels/{op}_{isa}.cc": flags
+                      for op in ("sparse_winograd_conv2d", "sparse_dense")
+                      for isa, flags in ISA_FLAGS.items()}
+# Translation unit -> extra flags.
 SOURCES = {
     "ops/sparse_winograd_conv2d_op.cc": [],
     "ops/sparse_dense_op.cc": [],
@@ -51,10 +61,7 @@ SOURCES = {
     "kernels/op_runtime.cc": [],
     "kernels/work_plan.cc": [],
     "kernels/checked_kernel.cc": [],
-    "kernels/sparse_winograd_conv2d_generic.cc": [],
-    "kernels/sparse_winograd_conv2d_avx2.cc": ["-mavx2", "-mfma"],
-    "kernels/sparse_winograd_conv2d_avx512.cc": ["-mavx512f", "-mavx2", "-mfma",
-                                                 "-mprefer-vector-width=512"],
+    **ISA_KERNEL_SOURCES,
 }
 COMMON_FLAGS = ["-O3", "-fPIC", "-std=c++17", "-DNDEBUG", "-Wall", "-Wno-unknown-pragmas",
                 "-Wno-sign-compare"]
@@ -65,9 +72,7 @@ SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g
 # compile; the translation units that include them go without those three checks. The kernels
 # (the TensorFlow-free units) keep every check.
 SANITIZE_TF_HEADER_EXCEPTIONS = ["-fno-sanitize=null,nonnull-attribute,returns-nonnull-attribute"]
-TENSORFLOW_FREE_SOURCES = {"kernels/work_plan.cc", "kernels/sparse_winograd_conv2d_generic.cc",
-                           "kernels/sparse_winograd_conv2d_avx2.cc",
-                           "kernels/sparse_winograd_conv2d_avx512.cc"}
+TENSORFLOW_FREE_SOURCES = {"kernels/work_plan.cc", *ISA_KERNEL_SOURCES}
 BENCHMARK_FLAGS = ["-DTFSW_BENCHMARK_OPS"]
 
 

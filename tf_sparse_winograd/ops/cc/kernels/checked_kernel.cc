@@ -13,11 +13,11 @@ using ::tensorflow::errors::InvalidArgument;
 namespace {
 
 // row_ptr (num_rows + 1 values) starts at 0, never decreases and ends at nnz.
-absl::Status CheckRowPointers(const IsaKernel& kernel, const int32_t* rp, int64_t num_rows,
+absl::Status CheckRowPointers(NonDecreasingFn non_decreasing, const int32_t* rp, int64_t num_rows,
                               int64_t nnz) {
   if (rp[0] != 0) return InvalidArgument("row_ptr[0] must be 0. Received: row_ptr[0]=", rp[0]);
   // A vectorised scan first; the slow search for the message only on error.
-  if (!kernel.non_decreasing(rp, num_rows + 1)) {
+  if (!non_decreasing(rp, num_rows + 1)) {
     for (int64_t r = 0; r < num_rows; ++r) {
       if (rp[r + 1] < rp[r]) {
         return InvalidArgument("row_ptr must be non-decreasing. Received: row_ptr[", r, "]=",
@@ -40,7 +40,7 @@ absl::Status CheckKernel(const IsaKernel& kernel, const Tensor& row_ptr, const T
   const int64_t num_rows = row_ptr.NumElements() - 1;
   const int64_t nnz = col_idx.NumElements();
   const int32_t* rp = row_ptr.flat<int32_t>().data();
-  TF_RETURN_IF_ERROR(CheckRowPointers(kernel, rp, num_rows, nnz));
+  TF_RETURN_IF_ERROR(CheckRowPointers(kernel.non_decreasing, rp, num_rows, nnz));
   auto result = std::make_shared<CheckedKernel>();
   result->row_ptr.assign(rp, rp + num_rows + 1);
   result->row_kind.resize(num_rows);
@@ -65,13 +65,13 @@ absl::Status CheckKernel(const IsaKernel& kernel, const Tensor& row_ptr, const T
   return absl::OkStatus();
 }
 
-absl::Status CheckDenseKernel(const IsaKernel& kernel, const Tensor& row_ptr,
+absl::Status CheckDenseKernel(const DenseIsaKernel& kernel, const Tensor& row_ptr,
                               const Tensor& col_idx, const Tensor& values, int64_t units,
                               std::shared_ptr<const CheckedDenseKernel>* checked) {
   const int64_t in_features = row_ptr.NumElements() - 1;
   const int64_t nnz = col_idx.NumElements();
   const int32_t* rp = row_ptr.flat<int32_t>().data();
-  TF_RETURN_IF_ERROR(CheckRowPointers(kernel, rp, in_features, nnz));
+  TF_RETURN_IF_ERROR(CheckRowPointers(kernel.non_decreasing, rp, in_features, nnz));
   // The columns as int64, whatever their type, and their range.
   std::vector<int64_t> cols(nnz);
   if (col_idx.dtype() == tensorflow::DT_INT16) {

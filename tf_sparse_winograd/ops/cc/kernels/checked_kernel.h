@@ -24,6 +24,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "sparse_dense.h"
 #include "sparse_winograd_conv2d.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/platform/errors.h"
@@ -58,7 +59,7 @@ struct CheckedDenseKernel {
 // Checks a kernel given as CSR rows by input feature (row_ptr: in_features + 1 int32; col_idx:
 // int16 or int32 output units; values: float; their shapes were checked) and returns it
 // regrouped, or InvalidArgument naming the first bad element.
-absl::Status CheckDenseKernel(const IsaKernel& kernel, const tensorflow::Tensor& row_ptr,
+absl::Status CheckDenseKernel(const DenseIsaKernel& kernel, const tensorflow::Tensor& row_ptr,
                               const tensorflow::Tensor& col_idx, const tensorflow::Tensor& values,
                               int64_t units, std::shared_ptr<const CheckedDenseKernel>* checked);
 

@@ -69,11 +69,18 @@ struct SharedUnits {
 
 namespace {
 
+// The kernels of both ops for one instruction set.
+struct IsaKernels {
+  const char* name;
+  IsaKernel conv;
+  DenseIsaKernel dense;
+};
+
 // The per-ISA kernels and what this CPU runs, determined once.
 struct Kernels {
-  IsaKernel generic = GenericKernel();
-  IsaKernel avx2 = Avx2Kernel();
-  IsaKernel avx512 = Avx512Kernel();
+  IsaKernels generic{"generic", GenericKernel(), GenericDenseKernel()};
+  IsaKernels avx2{"avx2", Avx2Kernel(), Avx2DenseKernel()};
+  IsaKernels avx512{"avx512", Avx512Kernel(), Avx512DenseKernel()};
   bool has_avx2 = false;
   bool has_avx512 = false;
   std::string cpu_isas;
@@ -85,7 +92,7 @@ struct Kernels {
     cpu_isas = std::string("generic") + (has_avx2 ? ",avx2" : "") + (has_avx512 ? ",avx512" : "");
   }
 
-  const IsaKernel& Best() const { return has_avx512 ? avx512 : has_avx2 ? avx2 : generic; }
+  const IsaKernels& Best() const { return has_avx512 ? avx512 : has_avx2 ? avx2 : generic; }
 };
 
 const Kernels& AllKernels() {
@@ -93,14 +100,19 @@ const Kernels& AllKernels() {
   return kernels;
 }
 
-std::atomic<const IsaKernel*> forced_kernel{nullptr};
+// The one instruction-set choice of the process, for both ops.
+std::atomic<const IsaKernels*> forced_kernels{nullptr};
+
+const IsaKernels& ActiveKernels() {
+  const IsaKernels* forced = forced_kernels.load(std::memory_order_acquire);
+  return forced != nullptr ? *forced : AllKernels().Best();
+}
 
 }  // namespace
 
-const IsaKernel& SelectKernel() {
-  const IsaKernel* forced = forced_kernel.load(std::memory_order_acquire);
-  return forced != nullptr ? *forced : AllKernels().Best();
-}
+const IsaKernel& SelectConvKernel() { return ActiveKernels().conv; }
+
+const DenseIsaKernel& SelectDenseKernel() { return ActiveKernels().dense; }
 
 absl::Status GetReluAttr(tensorflow::OpKernelConstruction* ctx, bool* relu) {
   std::string activation;
@@ -155,25 +167,25 @@ absl::Status RunWorkUnits(const char* op_name, tensorflow::thread::ThreadPool* w
 
 extern "C" const char* tfsw_cpu_isas() { return tfsw::AllKernels().cpu_isas.c_str(); }
 
-extern "C" const char* tfsw_active_isa() { return tfsw::SelectKernel().name; }
+extern "C" const char* tfsw_active_isa() { return tfsw::ActiveKernels().name; }
 
 extern "C" int tfsw_force_isa(const char* name) {
   const tfsw::Kernels& k = tfsw::AllKernels();
   const std::string want = name == nullptr ? "" : name;
-  const tfsw::IsaKernel* kernel = nullptr;
+  const tfsw::IsaKernels* kernels = nullptr;
   if (want.empty()) {
-    kernel = nullptr;
+    kernels = nullptr;
   } else if (want == "generic") {
-    kernel = &k.generic;
+    kernels = &k.generic;
   } else if (want == "avx2") {
     if (!k.has_avx2) return 2;
-    kernel = &k.avx2;
+    kernels = &k.avx2;
   } else if (want == "avx512") {
     if (!k.has_avx512) return 2;
-    kernel = &k.avx512;
+    kernels = &k.avx512;
   } else {
     return 1;
   }
-  tfsw::forced_kernel.store(kernel, std::memory_order_release);
+  tfsw::forced_kernels.store(kernels, std::memory_order_release);
   return 0;
 }

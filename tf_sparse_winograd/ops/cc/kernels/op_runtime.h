@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "sparse_dense.h"
 #include "sparse_winograd_conv2d.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -29,9 +30,11 @@ absl::Status CheckValuesAndBias(const tensorflow::Tensor& col_idx,
                                 const tensorflow::Tensor& values, const tensorflow::Tensor& bias,
                                 int64_t outputs, const char* outputs_name);
 
-// The kernel the ops run: the best one this CPU runs (chosen once per process, from the CPU's
-// features), unless one was forced with tfsw_force_isa (below).
-const IsaKernel& SelectKernel();
+// The kernels the ops run, both for the one instruction set of the process: the best one this
+// CPU runs (chosen once, from the CPU's features), unless another was forced with tfsw_force_isa
+// (below).
+const IsaKernel& SelectConvKernel();
+const DenseIsaKernel& SelectDenseKernel();
 
 // Runs one work unit with the calling thread's scratch (`scratch_floats` floats, 64-byte
 // aligned). `thread_state` starts at -1 for each thread taking part in one RunWorkUnits call,

@@ -1,6 +1,7 @@
 // The sparse fully connected layer y = x W (+ bias, ReLU) of SparseWinograd>SparseDense: the
-// plain-C++ interface between its OpKernel and the per-ISA kernels. No TensorFlow headers here
-// (see sparse_winograd_conv2d.h).
+// plain-C++ interface between its OpKernel and the per-ISA kernels. No TensorFlow headers here:
+// this header is included by the translation units compiled with -mavx512f / -mavx2, whose
+// inline functions must never be shared with the rest of the library.
 //
 // The batch is in the vector lanes: the input is transposed to xt[feature][lane] (one chunk of
 // up to kDenseChunkLanes samples at a time), and each output unit u is one sparse row:
@@ -13,6 +14,8 @@
 #define TF_SPARSE_WINOGRAD_OPS_CC_KERNELS_SPARSE_DENSE_H_
 
 #include <cstdint>
+
+#include "row_ptr_scan.h"
 
 namespace tfsw {
 
@@ -69,6 +72,19 @@ using DenseScratchSizeFn = int64_t (*)(const DenseParams&);
 // same variable to all its calls of one op call, so that it transposes each chunk once.
 using DenseUnitFn = void (*)(const DenseParams&, int64_t unit, float* scratch,
                              int64_t* scratch_chunk);
+
+struct DenseIsaKernel {
+  const char* name;
+  int vector_width;  // float lanes per vector register
+  NonDecreasingFn non_decreasing;
+  DenseScratchSizeFn scratch_floats;
+  DenseUnitFn run_unit;
+};
+
+// One per instruction set, each in its own translation unit (sparse_dense_<isa>.cc).
+DenseIsaKernel GenericDenseKernel();
+DenseIsaKernel Avx2DenseKernel();
+DenseIsaKernel Avx512DenseKernel();
 
 }  // namespace tfsw
 

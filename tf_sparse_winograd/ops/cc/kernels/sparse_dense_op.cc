@@ -7,7 +7,6 @@
 #include "checked_kernel.h"
 #include "op_runtime.h"
 #include "sparse_dense.h"
-#include "sparse_winograd_conv2d.h"
 #include "work_plan.h"
 #include "tensorflow/core/framework/op_kernel.h"
 #include "tensorflow/core/framework/tensor.h"
@@ -58,7 +57,7 @@ class SparseDenseOp : public OpKernel {
     OP_REQUIRES(ctx, col_idx.NumElements() <= std::numeric_limits<int32_t>::max(),
                 InvalidArgument("At most 2^31 - 1 nonzeros are supported. Received: ",
                                 col_idx.NumElements()));
-    const IsaKernel& kernel = SelectKernel();
+    const DenseIsaKernel& kernel = SelectDenseKernel();
     std::shared_ptr<const CheckedDenseKernel> checked;
     OP_REQUIRES_OK(ctx, checked_kernels_.Get(
                             {&row_ptr, &col_idx, &values}, {units_, 0},
@@ -96,10 +95,10 @@ class SparseDenseOp : public OpKernel {
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     PlanDenseWork(kernel.vector_width, &p);
     OP_REQUIRES_OK(ctx, RunWorkUnits("SparseWinograd>SparseDense", workers,
-                                     p.num_chunks * p.unit_groups, kernel.dense_scratch_floats(p),
+                                     p.num_chunks * p.unit_groups, kernel.scratch_floats(p),
                                      [&kernel, p](int64_t unit, float* scratch,
                                                   int64_t* scratch_chunk) {
-                                       kernel.run_dense_unit(p, unit, scratch, scratch_chunk);
+                                       kernel.run_unit(p, unit, scratch, scratch_chunk);
                                      }));
   }
 

@@ -9,7 +9,7 @@
 
 #include <cstdint>
 
-#include "sparse_dense.h"
+#include "row_ptr_scan.h"
 
 namespace tfsw {
 
@@ -66,11 +66,6 @@ using ScratchSizeFn = int64_t (*)(const ConvParams&);
 using ConvUnitsFn = void (*)(const ConvParams&, int64_t unit_begin, int64_t unit_end,
                              float* scratch);
 
-// Argument scans, compiled with the kernel's instruction set so that they vectorise (the
-// OpKernel's own translation unit is built for baseline x86-64, where an unsigned 32-bit max does
-// not vectorise: its scalar scan of col_idx cost about 1 ns per nonzero, as much as all the rest
-// of a batch-1 call). True iff values[0 .. n) are non-decreasing.
-using NonDecreasingFn = bool (*)(const int32_t* values, int64_t n);
 // Row kinds that the products run with a faster micro-kernel than a plain sparse row.
 // Complete: exactly the columns 0, 1, ..., channels - 1 in order (a dense row).
 constexpr uint8_t kRowComplete = 1;
@@ -82,7 +77,10 @@ constexpr int kGroupRows = 4;
 
 // One pass over the columns of the a^2 * filters CSR rows (row r = p * filters + f; row_ptr
 // already checked): true iff every column index is in [0, channels); sets row_kind[r] to the
-// kRow* bits that hold for row r.
+// kRow* bits that hold for row r. Compiled with the kernel's instruction set, like
+// NonDecreasingFn (row_ptr_scan.h), so that it vectorises: the OpKernel's own translation unit is
+// built for baseline x86-64, where an unsigned 32-bit max does not vectorise (its scalar scan of
+// col_idx cost about 1 ns per nonzero, as much as all the rest of a batch-1 call).
 using ScanColumnsFn = bool (*)(const int32_t* row_ptr, int64_t rows, int64_t filters,
                                const int32_t* col_idx, int32_t channels, uint8_t* row_kind);
 
@@ -93,12 +91,9 @@ struct IsaKernel {
   ConvUnitsFn run_units;
   NonDecreasingFn non_decreasing;
   ScanColumnsFn scan_columns;
-  // The sparse fully connected layer of SparseWinograd>SparseDense (sparse_dense.h).
-  DenseScratchSizeFn dense_scratch_floats;
-  DenseUnitFn run_dense_unit;
 };
 
-// One per instruction set, each in its own translation unit.
+// One per instruction set, each in its own translation unit (sparse_winograd_conv2d_<isa>.cc).
 IsaKernel GenericKernel();
 IsaKernel Avx2Kernel();
 IsaKernel Avx512Kernel();

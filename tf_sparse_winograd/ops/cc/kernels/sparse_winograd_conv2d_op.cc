@@ -98,7 +98,7 @@ class SparseWinogradConv2DOp : public OpKernel {
                                 " elements for kernel_shape=[", a, ", ", channels, ", ", filters,
                                 "]. Received: row_ptr.shape=", row_ptr.shape().DebugString()));
     OP_REQUIRES_OK(ctx, CheckValuesAndBias(col_idx, values, bias, filters, "filters"));
-    const IsaKernel& kernel = SelectKernel();
+    const IsaKernel& kernel = SelectConvKernel();
     std::shared_ptr<const CheckedKernel> checked;
     OP_REQUIRES_OK(ctx, checked_kernels_.Get(
                             {&row_ptr, &col_idx}, {channels, filters},
