@@ -20,8 +20,8 @@ All variants of a model are timed interleaved, round after round, with the same 
 threads; the best round is kept. First, the per-layer table: our op against tf.nn.conv2d on
 VGG-16's 13 convolutions at batch 1 (random unstructured pruning, both in one graph per layer,
 as bench/op_speed.py does). With `--tile_size auto` (the default) each model's tile sizes are
-chosen per layer by `tf_sparse_winograd.tile_choice.fastest_tile_sizes` (the op timed on the
-layer's shape at batch 1 and the lowest density asked for) and printed.
+chosen per layer and density by `tf_sparse_winograd.tile_choice.fastest_tile_sizes` (the op
+timed on the layer's shape at batch 1 and that density) and printed.
 """
 
 import os
@@ -161,7 +161,6 @@ def main(argv):
 
     if _LAYER_RATIOS.value:
         layer_ratios(sorted(set(densities) | {1.0}))
-    choice_density = min(densities)
 
     for model_name in _MODELS.value:
         model = _build(model_name)
@@ -171,22 +170,22 @@ def main(argv):
         tfsw.export.export_saved_model(model, dense_path, convert=False)
         variants["dense SavedModel"] = serving_function(dense_path)
         sizes = {"dense SavedModel": tfsw.export.saved_model_size(dense_path)}
-        if _TILE_SIZE.value == "auto":
-            print(f"\n{model_name}: tile sizes measured by tile_choice.fastest_tile_sizes at "
-                  f"density {choice_density:g}, batch 1")
-            tile_size = tfsw.tile_choice.fastest_tile_sizes(model, choice_density, batch_size=1,
-                                                            print_fn=print)
-        else:
-            tile_size = int(_TILE_SIZE.value)
         for density in densities:
+            if _TILE_SIZE.value == "auto":
+                print(f"\n{model_name} d={density:g}: tile sizes by "
+                      f"tile_choice.fastest_tile_sizes (batch 1)")
+                tile_size = tfsw.tile_choice.fastest_tile_sizes(model, density, batch_size=1,
+                                                                print_fn=print)
+            else:
+                tile_size = int(_TILE_SIZE.value)
             label = f"sparse d={density:g}"
             path = os.path.join(workdir, f"{model_name}_d{density:g}")
             report = _sparse_export(model, density, tile_size, model_name == "vgg16", path)
             variants[label] = serving_function(path)
             sizes[label] = tfsw.export.saved_model_size(path)
-        print(f"\n## {model_name}: tile sizes "
-              + ", ".join(f"{row.layer} F({row.tile_size})" for row in report if row.converted)
-              + f"; {len(report.converted)} of {len(report)} convolutions converted")
+            print(f"\n## {model_name} d={density:g}: "
+                  + ", ".join(f"{row.layer} F({row.tile_size})" for row in report if row.converted)
+                  + f"; {len(report.converted)} of {len(report)} convolutions converted")
 
         rng = np.random.default_rng(_SEED)
         for batch in batch_sizes:

@@ -34,19 +34,27 @@ def _input_shape(layer):
     return tuple(int(d) for d in shape[1:])
 
 
-def _seconds_per_call(fn, x, min_seconds):
-    """The best of three samples of `fn(x)`, each repeating it for about `min_seconds`."""
-    fn(x).numpy()  # traces and warms up
+# Convolutions per timed graph call, on distinct inputs: one call of a tf.function costs ~0.3 ms
+# of dispatch, as much as a small layer's convolution at batch 1, and would decide the choice.
+_CALLS_PER_GRAPH = 8
+_GRAPH_INPUT_BYTES = 64 << 20  # at most this much input per graph call
+
+
+def _seconds_per_convolution(conv, inputs, min_seconds):
+    """The best of three samples of `conv` run on each of `inputs` in one graph call, each sample
+    repeating the call for about `min_seconds`; per convolution."""
+    fn = tf.function(lambda xs: [conv(x) for x in xs])
+    fn(inputs)  # traces and warms up
     start = time.perf_counter()
-    fn(x).numpy()
+    fn(inputs)[-1].numpy()
     repeats = max(1, int(min_seconds / max(time.perf_counter() - start, 1e-6)))
     best = float("inf")
     for _ in range(3):
         start = time.perf_counter()
         for _ in range(repeats):
-            y = fn(x)
-        y.numpy()
-        best = min(best, (time.perf_counter() - start) / repeats)
+            outputs = fn(inputs)
+        outputs[-1].numpy()
+        best = min(best, (time.perf_counter() - start) / (repeats * len(inputs)))
     return best
 
 
@@ -61,23 +69,28 @@ def time_tile_sizes(input_shape, filters, padding, density, batch_size=1,
       density: the fraction of the Winograd-domain kernel kept (pruned uniformly at random).
       batch_size: images per call.
       tile_sizes: the candidates.
-      min_seconds: how long each of the three samples per tile size runs.
+      min_seconds: how long each of the three samples per tile size runs (each sample runs
+        the convolution on up to 8 distinct inputs per graph call, so that the ~0.3 ms of a
+        call's dispatch does not decide between tile sizes).
       seed: the random inputs' and kernel's seed.
     """
     if not 0.0 < density <= 1.0:
         raise ValueError(f"`density` must be in (0, 1]. Received: density={density!r}")
     rng = np.random.default_rng(seed)
     height, width, channels = input_shape
-    x = tf.constant(rng.standard_normal((batch_size, height, width, channels), np.float32))
+    shape = (batch_size, height, width, channels)
+    count = max(1, min(_CALLS_PER_GRAPH, _GRAPH_INPUT_BYTES // (4 * int(np.prod(shape)))))
+    inputs = [tf.constant(rng.standard_normal(shape, np.float32)) for _ in range(count)]
     kernel = rng.standard_normal((3, 3, channels, filters)) * np.sqrt(2.0 / (9 * channels))
     times = {}
     for m in tile_sizes:
         u = transforms.kernel_to_winograd(kernel, transforms.check_tile_size(m))
         u[rng.random(u.shape) >= density] = 0.0
         packed = ops.pack_kernel(u.astype(np.float32))
-        conv = tf.function(lambda images, packed=packed, m=m: ops.sparse_winograd_conv2d(
-            images, packed, tile_size=m, padding=padding.upper()))
-        times[m] = _seconds_per_call(conv, x, min_seconds)
+
+        def conv(images, packed=packed, m=m):
+            return ops.sparse_winograd_conv2d(images, packed, tile_size=m, padding=padding.upper())
+        times[m] = _seconds_per_convolution(conv, inputs, min_seconds)
     return times
 
 
