@@ -2,7 +2,7 @@
 
     python bench/imagenet_speed.py [--models vgg16,resnet18] [--densities 1.0,0.4,0.3,0.1]
                                    [--batch_sizes 1,8] [--tile_size auto|2|4|6] [--rounds 5]
-                                   [--workdir DIR] [--no_layer_ratios]
+                                   [--workdir DIR] [--nolayer_ratios]
     python bench/imagenet_speed.py --serve DIR/vgg16_d0.3 --batch 1 --calls 20   # for farm-bench
 
 Random weights (nothing can be downloaded here) with batch-norm statistics away from the

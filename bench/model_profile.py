@@ -7,6 +7,7 @@ Exports VGG-nagadomi (spatial, or pruned in the Winograd domain to --density and
 overlap a little with each other (intra-op threads), so the table is for proportions.
 
   python bench/model_profile.py --conv_type winograd --tile_size 4 --density 0.4 --batch_size 32
+  python bench/model_profile.py --saved_model DIR --batch_size 1   # any exported SavedModel
 """
 
 import collections
@@ -32,6 +33,9 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Images per run.")
 _RUNS = flags.DEFINE_integer("runs", 10, "Traced runs averaged (after 5 untraced warm-up runs).")
 _THREADS = flags.DEFINE_integer("threads", 2, "intra-op threads (inter-op is 1).")
 _TOP = flags.DEFINE_integer("top", 20, "Rows of the per-layer table.")
+_SAVED_MODEL = flags.DEFINE_string("saved_model", None,
+                                   "Profile this SavedModel (e.g. one of bench/imagenet_speed.py's "
+                                   "--workdir) instead of exporting VGG-nagadomi.")
 
 
 def _export(path):
@@ -47,12 +51,12 @@ def _export(path):
 
 
 def _layer_of(node_name):
-    """The Keras layer a node belongs to: the path component after the model's name."""
-    parts = node_name.split("/")
-    for i, part in enumerate(parts[:-1]):
-        if part.startswith("vgg_nagadomi"):
-            return parts[i + 1]
-    return parts[-1]
+    """The Keras layer a node belongs to: the path component after the model's name (the first
+    component that is not a function call)."""
+    parts = [p for p in node_name.split("/") if not p.startswith("StatefulPartitionedCall")]
+    if not parts:
+        return node_name
+    return parts[1] if len(parts) > 2 else parts[-1]
 
 
 def _traced_node_times(path, images):
@@ -63,7 +67,12 @@ def _traced_node_times(path, images):
     with tf.Graph().as_default(), tf.compat.v1.Session(config=config) as session:
         meta_graph = tf.compat.v1.saved_model.loader.load(session, ["serve"], path)
         signature = meta_graph.signature_def["serving_default"]
-        feed = next(iter(signature.inputs.values())).name
+        feed_info = next(iter(signature.inputs.values()))
+        feed = feed_info.name
+        if images is None:  # the signature's image shape, at --batch_size
+            dims = [d.size for d in feed_info.tensor_shape.dim][1:]
+            images = np.random.default_rng(0).normal(size=[_BATCH_SIZE.value] + dims).astype(
+                np.float32)
         fetch = next(iter(signature.outputs.values())).name
         for _ in range(5):
             session.run(fetch, {feed: images})
@@ -81,15 +90,19 @@ def _traced_node_times(path, images):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    path = os.path.join(tempfile.mkdtemp(prefix="tfsw_model_profile_"), "model")
-    _export(path)
-    images = np.random.default_rng(0).normal(size=(_BATCH_SIZE.value, 32, 32, 3))
-    times = _traced_node_times(path, images.astype(np.float32))
+    if _SAVED_MODEL.value:
+        path, images, what = _SAVED_MODEL.value, None, _SAVED_MODEL.value
+    else:
+        path = os.path.join(tempfile.mkdtemp(prefix="tfsw_model_profile_"), "model")
+        _export(path)
+        images = np.random.default_rng(0).normal(size=(_BATCH_SIZE.value, 32, 32, 3)).astype(
+            np.float32)
+        what = f"VGG-nagadomi {_CONV_TYPE.value}" + (
+            "" if _CONV_TYPE.value == "spatial"
+            else f", F({_TILE_SIZE.value}x{_TILE_SIZE.value}), density {_DENSITY.value}")
+    times = _traced_node_times(path, images)
     total = sum(times.values())
-    print(f"VGG-nagadomi {_CONV_TYPE.value}"
-          + ("" if _CONV_TYPE.value == "spatial"
-             else f", F({_TILE_SIZE.value}x{_TILE_SIZE.value}), density {_DENSITY.value}")
-          + f", batch {_BATCH_SIZE.value}, {_THREADS.value} threads: {total / 1e3:.2f} ms of "
+    print(f"{what}, batch {_BATCH_SIZE.value}, {_THREADS.value} threads: {total / 1e3:.2f} ms of "
           f"node time per run\n")
     print("| layer | op | ms | share |\n| --- | --- | ---: | ---: |")
     for (layer, op_type), micros in sorted(times.items(), key=lambda kv: -kv[1])[:_TOP.value]:
