@@ -16,7 +16,7 @@ def _convs(model):
 
 
 @pytest.mark.parametrize("name,conv_type", support.fast_sample(
-    [(name, conv_type) for name in models.MODEL_NAMES for conv_type in models.CONV_TYPES], 5))
+    [(name, conv_type) for name in models.MODEL_NAMES for conv_type in models.CONV_TYPES], 9))
 def test_builds_and_trains_a_step_on_mock_data(name, conv_type):
     keras.utils.set_random_seed(0)
     with tfds.testing.mock_data(num_examples=8):

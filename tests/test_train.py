@@ -20,6 +20,7 @@ def _tiny_config(model_dir, **overrides):
     return training.TrainConfig(**values)
 
 
+@pytest.mark.slow  # The fast tier trains in tests/test_train_options.py.
 def test_all_phases_with_tfds_mock_data(tmp_path):
     config = _tiny_config(tmp_path / "run", dataset="cifar10", data_source="tfds",
                           conv_type="winograd_relu", density=(0.5,))

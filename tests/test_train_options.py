@@ -30,6 +30,7 @@ def test_holdout_replaces_the_test_split_for_evaluation(tmp_path):
         assert json.load(f)["holdout_examples"] == 24
 
 
+@pytest.mark.slow  # XLA compiles the training step.
 def test_default_evaluates_on_the_test_split(tmp_path):
     results = training.Runner(_config(tmp_path, jit_compile=True)).run()["dense"]
     assert results["eval_split"] == "test" and results["eval_examples"] == 48
@@ -42,6 +43,7 @@ def test_bad_values_name_the_argument(tmp_path, name, value):
         _config(tmp_path, **{name: value})
 
 
+@pytest.mark.slow  # train.py in a subprocess.
 def test_train_py_flags(tmp_path):
     idx = support.write_fashion_idx(str(tmp_path / "idx"))
     out = support.run_train(support.TINY_TRAIN_FLAGS + [f"--data_dir={idx}", "--data_source=idx",
@@ -54,6 +56,7 @@ def test_train_py_flags(tmp_path):
     assert results["eval_split"] == "holdout" and results["eval_examples"] == 32
 
 
+@pytest.mark.slow
 def test_gradual_pruning_reaches_the_density_and_keeps_the_first_conv(tmp_path):
     from tf_sparse_winograd import pruning
     from tf_sparse_winograd.training import phases
