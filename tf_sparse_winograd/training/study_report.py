@@ -255,6 +255,15 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, ax, path, legend_loc):
+    """Adds the legend, writes the figure to `path` and closes it; returns `path`."""
+    ax.legend(fontsize=7, loc=legend_loc)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot_accuracy(study, path, x_key="density", title=""):
     """Accuracy after retraining (mean +- std) against density or effective multiplies."""
     plt = _plt()
@@ -293,11 +302,7 @@ def plot_accuracy(study, path, x_key="density", title=""):
     ax.grid(alpha=0.3)
     ax.set_title(title or ("Accuracy vs density" if x_key == "density"
                            else "Accuracy vs effective multiplies"))
-    ax.legend(fontsize=7, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, legend_loc="lower left")
 
 
 def plot_dense_curves(study, path):
@@ -316,11 +321,7 @@ def plot_dense_curves(study, path):
     ax.set_ylim(85, None)
     ax.grid(alpha=0.3)
     ax.set_title("Dense training: test accuracy per epoch, one line per seed")
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, legend_loc="lower right")
 
 
 def plot_activation_density(study, path):
@@ -342,11 +343,7 @@ def plot_activation_density(study, path):
     ax.set_ylim(0, 1.2)
     ax.grid(axis="y", alpha=0.3)
     ax.set_title("Dense models: activation density per conv layer (mean of seeds)")
-    ax.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, path, legend_loc="upper right")
 
 
 def dense_curve_table(study):
