@@ -76,7 +76,10 @@ def main(argv):
         epochs=training.parse_list(FLAGS.epochs, int),
         max_train_examples=FLAGS.max_train_examples or None,
         max_eval_examples=FLAGS.max_eval_examples or None))
-    results = training.run(config, flag_values=values)
+    try:
+        results = training.run(config, flag_values=values)
+    except training.CheckpointError as error:  # a run directory it must not train over
+        sys.exit(f"train.py: {error}")
     last = results[list(results)[-1]]
     print(f"\nFinal ({config.conv_type}, density {','.join(map(str, config.density))}): "
           f"eval accuracy {last['eval_accuracy']:.4f}, multiplies per image "

@@ -7,16 +7,18 @@
 //
 //   kernel_ab BATCH TILE DENSITY [REPS] [STAGES]
 //
-// STAGES is the TFSW_STAGE_MASK value (7: everything; 1 input transform, 2 products, 4 output).
+// STAGES: which stages run (ConvParams::stages: 7 everything; 1 input transform, 2 products,
+// 4 output).
 // Environment: LAYER=i runs one layer: 0-4 the five VGG-nagadomi shapes of bench/op_speed.py (the
 // default runs those), 5 the first VGG-nagadomi convolution (3 -> 64 channels). BLOCK=4 prunes
 // the random kernel in blocks of 4 filters (rows that share column lists). NARROW=0 gives the
 // kernels 32-bit column indices only (by default they also get the 16-bit copy the op makes).
 // COLD=1 evicts the caches before every timed run (otherwise the warm-up run leaves the data in
-// L2/L3, where a network's fresh activations would not be). JIT=B (or A, or AB) runs that build
-// with generated products (sparse_products_jit.h; A and B may be the same tree, to compare the
-// CSR loop with the generated code). NV_A / NV_B set the tile vectors per block of one build.
-// The kernels' own knobs apply to both builds.
+// L2/L3, where a network's fresh activations would not be). TILE_VECTORS, FILTER_BLOCK and
+// UNITS_PER_THREAD set the op's tuning options (ConvOptions, the op's attributes of those names)
+// for both builds; NV_A / NV_B set the tile vectors of one build. JIT=B (or A, or AB) runs that
+// build with generated products (sparse_products_jit.h; A and B may be the same tree, to compare
+// the CSR loop with the generated code).
 #include <time.h>
 
 #include <algorithm>
@@ -54,6 +56,15 @@ double ThreadSeconds() {
 void EvictCaches() {
   static std::vector<char> junk(size_t{64} << 20);
   for (size_t i = 0; i < junk.size(); i += 64) junk[i] += 1;
+}
+
+// A positive integer from this harness's environment, or `fallback`.
+int64_t EnvInt(const char* name, int64_t fallback) {
+  const char* text = std::getenv(name);
+  if (text == nullptr) return fallback;
+  char* end = nullptr;
+  const long long value = std::strtoll(text, &end, 10);
+  return (end != text && value > 0) ? value : fallback;
 }
 
 float* AlignedFloats(int64_t n) {
@@ -107,11 +118,19 @@ int main(int argc, char** argv) {
   const int reps = argc > 4 ? std::atoi(argv[4]) : 9;
   const int stages = argc > 5 ? std::atoi(argv[5]) : 7;
   const char* only = std::getenv("LAYER");
-  const bool cold = tfsw::EnvInt("COLD", 0) != 0;
-  const int block = static_cast<int>(tfsw::EnvInt("BLOCK", 1));
-  const bool narrow = tfsw::EnvInt("NARROW", 1) != 0;
+  const bool cold = EnvInt("COLD", 0) != 0;
+  const int block = static_cast<int>(EnvInt("BLOCK", 1));
+  const bool narrow = EnvInt("NARROW", 1) != 0;
   const char* jit_env = std::getenv("JIT");
   const std::string jit_for = jit_env == nullptr ? "" : jit_env;
+  tfsw::ConvOptions options;
+  options.tile_vectors = EnvInt("TILE_VECTORS", 0);
+  options.filter_block = EnvInt("FILTER_BLOCK", 0);
+  options.units_per_thread = EnvInt("UNITS_PER_THREAD", 0);
+  if (const std::string bad = tfsw::CheckConvOptions(options); !bad.empty()) {
+    std::fprintf(stderr, "%s\n", bad.c_str());
+    return 2;
+  }
   const IsaKernel kernels[2] = {tfsw::KernelA(), tfsw::KernelB()};
   const int layers[6][3] = {{32, 64, 64}, {16, 64, 128}, {16, 128, 128}, {8, 128, 256},
                             {8, 256, 256}, {32, 3, 64}};
@@ -178,10 +197,9 @@ int main(int argc, char** argv) {
         p.row_kind = row_kind.data();
         if (narrow) p.col_idx16 = col_idx16.data();
         if (jit[v] != nullptr) p.jit = &jit[v]->call();
-        // NV_A / NV_B: tile vectors per block of one build (TFSW_TILE_VECTORS for both).
-        const char* nv = std::getenv(v == 0 ? "NV_A" : "NV_B");
-        if (nv != nullptr) setenv("TFSW_TILE_VECTORS", nv, 1);
-        tfsw::PlanWork(kernel.vector_width, 1, &p);
+        tfsw::ConvOptions variant_options = options;
+        variant_options.tile_vectors = EnvInt(v == 0 ? "NV_A" : "NV_B", options.tile_vectors);
+        tfsw::PlanWork(kernel.vector_width, 1, variant_options, &p);
         const int64_t units = p.num_blocks * p.filter_groups;
         float* scratch = AlignedFloats(kernel.scratch_floats(p));
         p.stages = 7;  // fills the scratch buffers with real data first

@@ -11,10 +11,17 @@ separate nodes of one graph (so that the ~0.4 ms of an eager call's dispatch, th
 sides, is shared by all of them; see in_graph_calls), and the best and median sample are kept.
 Ratio = TF time / op time (> 1: ours faster). Totals sum the times over the layers.
 
-The sparse-products stage alone is timed by running the kernel with TFSW_STAGE_MASK=2 (products
-only) and subtracting TFSW_STAGE_MASK=0 (argument checks and dispatch); its useful flops are
-2 * nnz * tiles, reported as a fraction of the FP32 peak:
-2 cores x 2 FMA units x 16 lanes x 2 flops x the clock of /proc/cpuinfo.
+The sparse-products stage alone is timed with the benchmark build's SparseWinograd>Conv2DStages
+op, run with stages=2 (products only) minus stages=0 (argument checks and dispatch); its useful
+flops are 2 * nnz * tiles, reported as a fraction of the FP32 peak:
+2 cores x 2 FMA units x 16 lanes x 2 flops x the clock of /proc/cpuinfo. The package's library
+has no such op (it never computes a partial result); build the benchmark library outside the
+package and point TFSW_OP_LIBRARY at it:
+
+    python -m tf_sparse_winograd.ops.build --benchmark --output /tmp/tfsw_bench/ops.so
+    TFSW_OP_LIBRARY=/tmp/tfsw_bench/ops.so python bench/op_speed.py
+
+Without it (or with --no_stages) the products columns are left out.
 """
 
 import argparse
@@ -45,6 +52,12 @@ def cpu_clock_ghz():
     with open("/proc/cpuinfo", encoding="utf-8") as f:
         mhz = [float(line.split(":")[1]) for line in f if line.startswith("cpu MHz")]
     return max(mhz) / 1000.0
+
+
+def cpu_model():
+    with open("/proc/cpuinfo", encoding="utf-8") as f:
+        names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+    return names[0] if names else "unknown CPU"
 
 
 def peak_gflops():
@@ -96,12 +109,24 @@ def tf_conv(g):
     return in_graph_calls(make)
 
 
-def our_conv(packed_np, tile_size, winograd_relu):
+def our_conv(packed_np, tile_size, winograd_relu, stages=None):
+    """The op, or with `stages` the benchmark build's op running only those stages."""
     def make():
         packed = ops.PackedKernel(*(tf.constant(t) for t in packed_np))
-        return lambda x: ops.sparse_winograd_conv2d(x, packed, tile_size=tile_size,
-                                                    winograd_relu=winograd_relu)
+        if stages is None:
+            return lambda x: ops.sparse_winograd_conv2d(x, packed, tile_size=tile_size,
+                                                        winograd_relu=winograd_relu)
+        library = ops.load_op_library()
+        bias = tf.zeros([0], tf.float32)
+        return lambda x: library.sparse_winograd_conv2d_stages(
+            input=x, kernel_shape=packed.shape, row_ptr=packed.row_ptr, col_idx=packed.col_idx,
+            values=packed.values, bias=bias, tile_size=tile_size, winograd_relu=winograd_relu,
+            stages=stages)
     return in_graph_calls(make)
+
+
+def stage_timing_available():
+    return hasattr(ops.load_op_library(), "sparse_winograd_conv2d_stages")
 
 
 def pruned_positions(rng, shape, density, filter_block):
@@ -111,20 +136,6 @@ def pruned_positions(rng, shape, density, filter_block):
     blocks = -(-filters // filter_block)
     pruned = rng.random(shape[:-1] + (blocks,)) >= density
     return np.repeat(pruned, filter_block, axis=-1)[..., :filters]
-
-
-def with_env(name, value, fn):
-    def wrapped(x):
-        saved = os.environ.get(name)
-        os.environ[name] = value
-        try:
-            return fn(x)
-        finally:
-            if saved is None:
-                del os.environ[name]
-            else:
-                os.environ[name] = saved
-    return wrapped
 
 
 def main():
@@ -147,7 +158,12 @@ def main():
     tiles = [int(t) for t in args.tiles.split(",")]
     layers = LAYERS if args.layers == "all" else [LAYERS[int(i)] for i in args.layers.split(",")]
     peak = peak_gflops()
-    print(f"TF {tf.__version__}, clock {cpu_clock_ghz():.2f} GHz, FP32 peak {peak:.0f} GFLOP/s "
+    if not args.no_stages and not stage_timing_available():
+        print(f"Products-only timing skipped: {ops.loader.library_path()} is not a benchmark "
+              "build (see this script's docstring).")
+        args.no_stages = True
+    print(f"{cpu_model()} (kernels: {ops.active_isa()}), TF {tf.__version__}, "
+          f"clock {cpu_clock_ghz():.2f} GHz, FP32 peak {peak:.0f} GFLOP/s "
           f"({THREADS} threads), reps {args.reps}, winograd_relu={args.winograd_relu}, "
           f"filter_block={args.filter_block}")
     print("| batch | tile | density | layer | TF ms | op ms | ratio (best) | ratio (median) "
@@ -170,8 +186,9 @@ def main():
                     ours = our_conv(packed, tile, args.winograd_relu)
                     samplers = [time_fn(tf_conv(g), x), time_fn(ours, x)]
                     if not args.no_stages:
-                        samplers.append(time_fn(with_env("TFSW_STAGE_MASK", "2", ours), x))
-                        samplers.append(time_fn(with_env("TFSW_STAGE_MASK", "0", ours), x))
+                        for stages in (2, 0):
+                            samplers.append(time_fn(
+                                our_conv(packed, tile, args.winograd_relu, stages), x))
                     res = measure(samplers, args.reps)
                     (tf_best, tf_med), (op_best, op_med) = res[0], res[1]
                     key = (batch, tile, density)

@@ -117,20 +117,24 @@ RTOL = 1e-5
 CONV_RTOL = {2: 1e-5, 4: 1e-4, 6: 1e-3}
 
 
+def use_isa(isa):
+    """Forces the kernel of `isa` (the _restore_isa fixture undoes it); skips if the CPU lacks it."""
+    if isa not in ops.cpu_isas():
+        pytest.skip(f"this CPU does not run the {isa} kernel")
+    ops.set_isa(isa)
+
+
 @pytest.fixture(autouse=True)
 def _restore_isa():
-    saved = os.environ.get("TFSW_ISA")
+    saved = ops.set_isa("auto")
     yield
-    if saved is None:
-        os.environ.pop("TFSW_ISA", None)
-    else:
-        os.environ["TFSW_ISA"] = saved
+    ops.set_isa(saved)
 
 
 def run_op(x, u, bias, tile_size, padding, winograd_relu, activation, isa=None,
            max_pool_2x2=False):
     if isa is not None:
-        os.environ["TFSW_ISA"] = isa
+        use_isa(isa)
     packed = ops.pack_kernel(u)
     return ops.sparse_winograd_conv2d(x, packed, bias, tile_size=tile_size, padding=padding,
                                       winograd_relu=winograd_relu, activation=activation,
@@ -370,7 +374,7 @@ def test_fused_max_pool_propagates_nan_and_inf(isa, tile_size, seed):
     a = tile_size + 2
     u = rng.standard_normal((a, a, 5, 6)).astype(np.float32)
     u[rng.random(u.shape) >= 0.5] = 0.0
-    os.environ["TFSW_ISA"] = isa
+    use_isa(isa)
     packed = ops.pack_kernel(u)
     for activation in (None, "relu"):
         full = ops.sparse_winograd_conv2d(x, packed, tile_size=tile_size,
@@ -510,7 +514,7 @@ def test_bad_column_index_is_found_next_to_complete_rows(isa):
     # The range check skips complete rows (0, 1, ..., C - 1) and checks the runs between them:
     # a bad index before, between and after complete rows, and in a row of C nonzeros that is
     # not complete, must each be rejected.
-    os.environ["TFSW_ISA"] = isa
+    use_isa(isa)
     rng = np.random.default_rng(21)
     channels, filters = 6, 5
     u = rng.standard_normal((4, 4, channels, filters)).astype(np.float32)
@@ -548,36 +552,40 @@ def test_every_isa_gives_the_same_result_and_threads_do_not_matter():
         assert_close(y, expected, bound, RTOL, isa)
 
 
-def test_tile_block_and_filter_block_knobs():
+def test_tuning_attributes_give_the_same_convolution():
     rng = np.random.default_rng(9)
     x = rng.standard_normal((2, 17, 19, 33)).astype(np.float32)
     u = random_winograd_kernel(rng, 2, 33, 150, 0.4)
     expected, bound = same_conv_reference(x, u)
-    saved = {k: os.environ.get(k) for k in ("TFSW_TILE_VECTORS", "TFSW_FILTER_BLOCK")}
-    try:
-        for nv, fb in [(1, 16), (2, 48), (4, 200), (4, 16)]:
-            os.environ["TFSW_TILE_VECTORS"], os.environ["TFSW_FILTER_BLOCK"] = str(nv), str(fb)
-            assert_close(run_op(x, u, None, 2, "SAME", False, None), expected, bound, RTOL,
-                             f"nv={nv} fb={fb}")
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    packed = ops.pack_kernel(u)
+    for nv, fb, upt in [(1, 16, 0), (2, 48, 3), (4, 200, 0), (4, 16, 1024), (0, 4096, 2)]:
+        y = ops.sparse_winograd_conv2d(x, packed, tile_vectors=nv, filter_block=fb,
+                                       units_per_thread=upt, debug_fill_nan=True).numpy()
+        assert_close(y, expected, bound, RTOL, f"nv={nv} fb={fb} upt={upt}")
+
+
+@pytest.mark.parametrize("name,value", [("tile_vectors", 3), ("tile_vectors", 8),
+                                        ("tile_vectors", -1), ("filter_block", -1),
+                                        ("filter_block", 4097), ("units_per_thread", -2),
+                                        ("units_per_thread", 1025)])
+def test_tuning_attributes_out_of_range_are_rejected_by_wrapper_and_op(name, value):
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((1, 6, 6, 3)).astype(np.float32)
+    packed = ops.pack_kernel(random_winograd_kernel(rng, 2, 3, 4, 0.5))
+    with pytest.raises(ValueError, match=f"`{name}` must be .* Received: {name}={value}"):
+        ops.sparse_winograd_conv2d(x, packed, **{name: value})
+    # The op itself (a SavedModel could hold any value): InvalidArgument naming the attribute.
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"Received: {name}={value}"):
+        ops.load_op_library().sparse_winograd_conv2d(
+            input=x, kernel_shape=packed.shape, row_ptr=packed.row_ptr, col_idx=packed.col_idx,
+            values=packed.values, bias=np.zeros(0, np.float32), **{name: value})
 
 
 def _conv_with_kernel_knobs(x, packed, isa, tile_vectors):
-    """The op at tile 2 with TFSW_ISA and TFSW_TILE_VECTORS set (the latter restored after)."""
-    saved = os.environ.get("TFSW_TILE_VECTORS")
-    os.environ["TFSW_ISA"], os.environ["TFSW_TILE_VECTORS"] = isa, str(tile_vectors)
-    try:
-        return ops.sparse_winograd_conv2d(x, packed, tile_size=2, debug_fill_nan=True).numpy()
-    finally:
-        if saved is None:
-            os.environ.pop("TFSW_TILE_VECTORS", None)
-        else:
-            os.environ["TFSW_TILE_VECTORS"] = saved
+    """The op at tile 2 on the kernel of `isa` with the tile_vectors attribute."""
+    use_isa(isa)
+    return ops.sparse_winograd_conv2d(x, packed, tile_size=2, debug_fill_nan=True,
+                                      tile_vectors=tile_vectors).numpy()
 
 
 def _kernel_of_rows(rng, a, channels, filters, columns_of):
@@ -722,7 +730,7 @@ def test_checked_kernels_of_many_eager_kernels_of_one_shape(isa):
     # Eager calls with the same attributes share one op kernel, whose cache holds a few checked
     # kernels: more kernels than that, alternating, and kernels made, used and dropped one after
     # the other (a freed buffer's address is soon reused) must each give their own result.
-    os.environ["TFSW_ISA"] = isa
+    use_isa(isa)
     rng = np.random.default_rng(21)
     x = rng.standard_normal((1, 5, 7, 6)).astype(np.float32)
     kernels = [_kernel_with_three_per_row(rng) for _ in range(6)]
@@ -760,7 +768,7 @@ def test_checked_kernels_under_concurrent_calls_of_one_node():
 @pytest.mark.parametrize("isa", ISAS)
 def test_more_than_65536_input_channels_use_32_bit_column_indices(isa):
     # Up to 65536 channels the kernel reads 16-bit copies of the column indices; above, 32-bit.
-    os.environ["TFSW_ISA"] = isa
+    use_isa(isa)
     rng = np.random.default_rng(22)
     channels = 65536 + 37
     x = rng.standard_normal((1, 3, 3, channels)).astype(np.float32)

@@ -2,7 +2,6 @@
 once-per-node kernel cache, and a fuzz of malformed kernels (in a subprocess)."""
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -19,15 +18,18 @@ from tf_sparse_winograd import ops
 ISAS = ("generic", "avx2", "avx512")
 
 
+def use_isa(isa):
+    """Forces the kernel of `isa` (the _restore_isa fixture undoes it); skips if the CPU lacks it."""
+    if isa not in ops.cpu_isas():
+        pytest.skip(f"this CPU does not run the {isa} kernel")
+    ops.set_isa(isa)
+
+
 @pytest.fixture(autouse=True)
-def _restore_environment():
-    saved = {name: os.environ.get(name) for name in ("TFSW_ISA", "TFSW_DENSE_GATHER")}
+def _restore_isa():
+    saved = ops.set_isa("auto")
     yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    ops.set_isa(saved)
 
 
 def _random_case(rng, batch, in_features, units, density):
@@ -38,10 +40,11 @@ def _random_case(rng, batch, in_features, units, density):
     return x, kernel, bias
 
 
-def _check_against_reference(x, kernel, bias, relu, index_dtype):
+def _check_against_reference(x, kernel, bias, relu, index_dtype, one_sample_gather=True):
     row_ptr, col_idx, values = ops.pack_dense_kernel(kernel, index_dtype)
     y = ops.sparse_dense_matmul(x, row_ptr, col_idx, values, kernel.shape[1], bias=bias,
-                                activation="relu" if relu else None, debug_fill_nan=True)
+                                activation="relu" if relu else None, debug_fill_nan=True,
+                                one_sample_gather=one_sample_gather)
     y = y.numpy()
     expected = x.astype(np.float64) @ kernel.astype(np.float64)
     bound = np.abs(x).astype(np.float64) @ np.abs(kernel).astype(np.float64)
@@ -65,30 +68,32 @@ SHAPES = [(1, 1, 1), (5, 17, 3), (16, 256, 64), (17, 257, 65), (33, 600, 130), (
 @pytest.mark.parametrize("batch,in_features,units", SHAPES)
 @pytest.mark.parametrize("density", [0.0, 0.1, 0.4, 1.0])
 def test_op_matches_float64_reference(isa, batch, in_features, units, density):
-    os.environ["TFSW_ISA"] = isa
+    use_isa(isa)
     rng = np.random.default_rng(hash((batch, in_features, units, density)) % 2**32)
     x, kernel, bias = _random_case(rng, batch, in_features, units, density)
     _check_against_reference(x, kernel, bias, relu=False, index_dtype=np.int32)
     _check_against_reference(x, kernel, None, relu=True, index_dtype=np.int16)
 
 
-@pytest.mark.parametrize("gather", ["0", "1"])
+@pytest.mark.parametrize("gather", [False, True])
 @pytest.mark.parametrize("in_features,units", [(1, 1), (15, 3), (17, 5), (33, 64), (700, 130)])
 @pytest.mark.parametrize("density", [0.1, 0.4, 1.0])
 def test_one_sample_with_and_without_gathers(gather, in_features, units, density):
     """At batch 1 AVX-512 gathers 16 inputs per FMA (rows of 1-15 and 17+ nonzeros take its
-    masked tail); TFSW_DENSE_GATHER=0 keeps the sample in the lanes instead."""
-    os.environ["TFSW_ISA"], os.environ["TFSW_DENSE_GATHER"] = "avx512", gather
+    masked tail); one_sample_gather=False keeps the sample in the lanes instead."""
+    use_isa("avx512")
     rng = np.random.default_rng(hash((in_features, units, density)) % 2**32)
     x, kernel, bias = _random_case(rng, 1, in_features, units, density)
-    _check_against_reference(x, kernel, bias, relu=True, index_dtype=np.int16)
-    _check_against_reference(x, kernel, None, relu=False, index_dtype=np.int32)
+    _check_against_reference(x, kernel, bias, relu=True, index_dtype=np.int16,
+                             one_sample_gather=gather)
+    _check_against_reference(x, kernel, None, relu=False, index_dtype=np.int32,
+                             one_sample_gather=gather)
 
 
 @pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize("batch,in_features,units", [(0, 5, 4), (3, 0, 4), (4, 6, 0)])
 def test_empty_sizes(isa, batch, in_features, units):
-    os.environ["TFSW_ISA"] = isa
+    use_isa(isa)
     rng = np.random.default_rng(0)
     x, kernel, bias = _random_case(rng, batch, in_features, units, 0.5)
     _check_against_reference(x, kernel, bias, relu=True, index_dtype=np.int32)
@@ -106,7 +111,7 @@ def test_duplicate_entries_add_up():
 
 @pytest.mark.parametrize("isa", ISAS)
 def test_nan_and_inf_reach_the_outputs_whose_weights_are_stored(isa):
-    os.environ["TFSW_ISA"] = isa
+    use_isa(isa)
     rng = np.random.default_rng(3)
     x, kernel, _ = _random_case(rng, 20, 300, 70, 0.3)
     x[3, 7], x[11, 280] = np.nan, np.inf

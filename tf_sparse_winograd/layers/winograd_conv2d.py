@@ -145,6 +145,20 @@ class WinogradConv2D(keras.layers.Layer):
         """The weights that pruning acts on: the Winograd-domain kernel (the paper's method)."""
         return [self.winograd_kernel]
 
+    def load_own_variables(self, store):
+        """Keras' loading of a saved kernel, after checking that it fits the config's tile_size
+        (a file whose config and weights disagree would otherwise fail with a bare shape
+        mismatch, or a dump of the kernel)."""
+        saved = tuple(store["0"].shape) if "0" in store else None  # winograd_kernel comes first
+        expected = tuple(self.winograd_kernel.shape)
+        if saved is not None and saved != expected:
+            raise ValueError(
+                f"WinogradConv2D '{self.name}': the saved winograd_kernel has shape {saved}, but "
+                f"the layer's config (tile_size={self.tile_size}, filters={self.filters}) needs "
+                f"{expected} (a = tile_size + 2 = {self.input_tile_size}): the file's config and "
+                "weights do not match.")
+        super().load_own_variables(store)
+
     def get_config(self):
         config = super().get_config()
         config.update({

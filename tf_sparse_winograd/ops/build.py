@@ -1,6 +1,17 @@
 """Compiles the op library `_sparse_winograd_ops.so` in place with g++ against the installed TF.
 
     python -m tf_sparse_winograd.ops.build [--output PATH] [--cxx g++] [--jobs N]
+    python -m tf_sparse_winograd.ops.build --sanitize --output /tmp/tfsw_asan/ops.so
+    python -m tf_sparse_winograd.ops.build --benchmark --output /tmp/tfsw_bench/ops.so
+
+Two variants are built outside the package (--output is then required and must not be the
+package's library) and used by pointing TFSW_OP_LIBRARY at them:
+- --sanitize: AddressSanitizer and UndefinedBehaviorSanitizer (-fsanitize=address,undefined), for
+  .ci/sanitizers.sh. Python is not instrumented, so the process needs the ASan runtime preloaded
+  (LD_PRELOAD=$(g++ -print-file-name=libasan.so)).
+- --benchmark: also registers SparseWinograd>Conv2DStages, the convolution running only some of
+  its stages (bench/op_speed.py times the products with it). The package's library never
+  computes a partial result.
 
 setup.py calls `build_library` too, so `pip install .` and `pip install -e .` do the same thing.
 The flags come from `tf.sysconfig` of the TensorFlow this interpreter imports: inside pip's
@@ -47,7 +58,17 @@ SOURCES = {
 }
 COMMON_FLAGS = ["-O3", "-fPIC", "-std=c++17", "-DNDEBUG", "-Wall", "-Wno-unknown-pragmas",
                 "-Wno-sign-compare"]
-
+# The sanitizer build: -O1 keeps the reports' stack traces exact and compiles faster than -O3.
+SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g", "-O1"]
+# With UBSan's pointer checks g++ 12 no longer evaluates absl's `function pointer == nullptr` as a
+# constant expression, and TensorFlow's headers (absl's hash tables, through protobuf) fail to
+# compile; the translation units that include them go without those three checks. The kernels
+# (the TensorFlow-free units) keep every check.
+SANITIZE_TF_HEADER_EXCEPTIONS = ["-fno-sanitize=null,nonnull-attribute,returns-nonnull-attribute"]
+TENSORFLOW_FREE_SOURCES = {"kernels/work_plan.cc", "kernels/sparse_winograd_conv2d_generic.cc",
+                           "kernels/sparse_winograd_conv2d_avx2.cc",
+                           "kernels/sparse_winograd_conv2d_avx512.cc"}
+BENCHMARK_FLAGS = ["-DTFSW_BENCHMARK_OPS"]
 
 
 class BuildError(RuntimeError):
@@ -92,8 +113,19 @@ def _compile(cxx, source, obj, flags):
     return obj
 
 
-def build_library(output=DEFAULT_OUTPUT, cxx=None, jobs=None, verbose=True):
-    """Compiles and links the op library to `output`; returns its path."""
+def build_library(output=DEFAULT_OUTPUT, cxx=None, jobs=None, verbose=True, sanitize=False,
+                  benchmark=False):
+    """Compiles and links the op library to `output`; returns its path.
+
+    `sanitize` and `benchmark` build the variants of the module docstring, which must be written
+    elsewhere than the package's library (`output` then has no default).
+    """
+    variant = [flag for flag, on in (("sanitize", sanitize), ("benchmark", benchmark)) if on]
+    if variant and os.path.abspath(output) == os.path.abspath(DEFAULT_OUTPUT):
+        raise BuildError(f"A {' and '.join(variant)} build must not replace the package's op "
+                         f"library {DEFAULT_OUTPUT}: give another output path. "
+                         f"Received: output={output!r}")
+    extra_flags = (SANITIZE_FLAGS if sanitize else []) + (BENCHMARK_FLAGS if benchmark else [])
     cxx = cxx or os.environ.get("CXX", "g++")
     if shutil.which(cxx) is None:
         raise BuildError(
@@ -111,13 +143,16 @@ def build_library(output=DEFAULT_OUTPUT, cxx=None, jobs=None, verbose=True):
             for i, (source, extra) in enumerate(SOURCES.items()):
                 obj = os.path.join(tmp, f"{i}.o")
                 flags = (COMMON_FLAGS + extra + include + info["compile"]
-                         + [f'-DTFSW_TF_VERSION="{info["version"]}"'])
+                         + [f'-DTFSW_TF_VERSION="{info["version"]}"'] + extra_flags)
+                if sanitize and source not in TENSORFLOW_FREE_SOURCES:
+                    flags += SANITIZE_TF_HEADER_EXCEPTIONS
                 if verbose:
                     print(f"[tfsw build] {cxx} {source} {' '.join(extra)}", flush=True)
                 futures.append(pool.submit(_compile, cxx, os.path.join(CC_DIR, source), obj, flags))
             objects = [f.result() for f in futures]
         temp_output = os.path.join(tmp, LIBRARY_NAME)
-        command = [cxx, "-shared", "-o", temp_output] + objects + info["link"] + ["-O3"]
+        command = ([cxx, "-shared", "-o", temp_output] + objects + info["link"] + ["-O3"]
+                   + (SANITIZE_FLAGS if sanitize else []))
         result = subprocess.run(command, capture_output=True, text=True, check=False)
         if result.returncode != 0:
             raise BuildError(f"Link failed: {shlex.join(command)}\n{result.stderr}")
@@ -144,12 +179,22 @@ def built_for_version(path):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--output", default=DEFAULT_OUTPUT)
+    parser.add_argument("--output", default=None,
+                        help="where to write the library (default: the package's, "
+                             "which --sanitize and --benchmark must not replace)")
     parser.add_argument("--cxx", default=None)
     parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument("--sanitize", action="store_true",
+                        help="build with -fsanitize=address,undefined (needs --output)")
+    parser.add_argument("--benchmark", action="store_true",
+                        help="also register the stage-timing op of bench/op_speed.py "
+                             "(needs --output)")
     args = parser.parse_args(argv)
+    if (args.sanitize or args.benchmark) and args.output is None:
+        parser.error("--sanitize and --benchmark need --output (outside the package)")
     try:
-        build_library(args.output, args.cxx, args.jobs)
+        build_library(args.output or DEFAULT_OUTPUT, args.cxx, args.jobs,
+                      sanitize=args.sanitize, benchmark=args.benchmark)
     except BuildError as error:
         sys.exit(f"error: {error}")
 

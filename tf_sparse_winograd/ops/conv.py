@@ -22,9 +22,27 @@ def _check_arguments(tile_size, padding, activation):
     return tile_size, padding.upper(), activation
 
 
+# The op's tuning attributes and the largest value each accepts; 0 lets the op choose (the fastest
+# layout measured). Every value computes the same convolution.
+TUNING_LIMITS = {"tile_vectors": 4, "filter_block": 4096, "units_per_thread": 1024}
+
+
+def _check_tuning(tuning):
+    for name, value in tuning.items():
+        if (isinstance(value, bool) or not isinstance(value, (int, np.integer))
+                or not 0 <= value <= TUNING_LIMITS[name]
+                or name == "tile_vectors" and value == 3):
+            allowed = ("0, 1, 2 or 4" if name == "tile_vectors"
+                       else f"an integer in [0, {TUNING_LIMITS[name]}]")
+            raise ValueError(f"`{name}` must be {allowed} (0: chosen by the op). "
+                             f"Received: {name}={value!r}")
+    return {name: int(value) for name, value in tuning.items()}
+
+
 def sparse_winograd_conv2d(x, packed, bias=None, tile_size=2, padding="SAME",
                            winograd_relu=False, activation=None, max_pool_2x2=False,
-                           implementation="op", debug_fill_nan=False):
+                           implementation="op", debug_fill_nan=False, *, tile_vectors=0,
+                           filter_block=0, units_per_thread=0):
     """3x3 stride-1 convolution as F(m x m, 3 x 3) Winograd with a sparse Winograd kernel.
 
     Args:
@@ -41,12 +59,17 @@ def sparse_winograd_conv2d(x, packed, bias=None, tile_size=2, padding="SAME",
         after it would, without writing the full-size output to memory and reading it back.
       implementation: 'op' (the C++ kernel) or 'reference' (pure TF, dense).
       debug_fill_nan: test-only: the op fills its output with NaN before computing.
+      tile_vectors, filter_block, units_per_thread: the op's tuning attributes, for experiments
+        and tests (see the op's documentation): 0, the default, lets the op choose the fastest
+        layout measured. The op computes the same convolution with every value.
 
     Returns:
       NHWC float32: (N, H, W, filters) for 'same', (N, H - 2, W - 2, filters) for 'valid'; with
       max_pool_2x2 the two spatial sizes halved, rounded down.
     """
     tile_size, padding, activation = _check_arguments(tile_size, padding, activation)
+    tuning = _check_tuning(dict(tile_vectors=tile_vectors, filter_block=filter_block,
+                                units_per_thread=units_per_thread))
     if not isinstance(max_pool_2x2, (bool, np.bool_)):
         raise ValueError(f"`max_pool_2x2` must be a bool. Received: max_pool_2x2={max_pool_2x2!r}")
     if implementation == "reference":
@@ -68,7 +91,7 @@ def sparse_winograd_conv2d(x, packed, bias=None, tile_size=2, padding="SAME",
         values=tf.convert_to_tensor(packed.values, tf.float32), bias=bias,
         tile_size=tile_size, padding=padding, winograd_relu=bool(winograd_relu),
         activation="none" if activation is None else activation,
-        max_pool_2x2=bool(max_pool_2x2), debug_fill_nan=bool(debug_fill_nan))
+        max_pool_2x2=bool(max_pool_2x2), debug_fill_nan=bool(debug_fill_nan), **tuning)
 
 
 def reference_conv2d(x, kernel, bias=None, tile_size=2, padding="SAME", winograd_relu=False,

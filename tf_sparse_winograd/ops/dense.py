@@ -13,7 +13,7 @@ def _check_units(units):
 
 
 def sparse_dense_matmul(x, row_ptr, col_idx, values, units, bias=None, activation=None,
-                        implementation="op", debug_fill_nan=False):
+                        implementation="op", debug_fill_nan=False, *, one_sample_gather=True):
     """activation(x @ W + bias) for a sparse W (in_features x units) on the C++ op.
 
     W is given as CSR rows by input feature (the layout of `SparseDense`'s weights): row i of
@@ -33,12 +33,18 @@ def sparse_dense_matmul(x, row_ptr, col_idx, values, units, bias=None, activatio
       implementation: 'op' (the C++ kernel) or 'reference' (pure TF: the kernel made dense
         and multiplied with tf.matmul; what `SparseDense` runs without the op library).
       debug_fill_nan: test-only: the op fills its output with NaN before computing.
+      one_sample_gather: the op's tuning attribute, for experiments and tests: True (the
+        default, the fastest measured) gathers the inputs of a batch of one sample (AVX-512);
+        False keeps the sample in the vector lanes. Both compute the same result.
 
     Returns:
       [batch, units] float32. With the op, only stored weights enter the sums: a NaN or Inf
       input reaches only the outputs whose weights for it are stored.
     """
     units = _check_units(units)
+    if not isinstance(one_sample_gather, (bool, np.bool_)):
+        raise ValueError("`one_sample_gather` must be a bool. "
+                         f"Received: one_sample_gather={one_sample_gather!r}")
     if activation not in (None, "relu"):
         raise ValueError("`activation` must be None or 'relu'. "
                          f"Received: activation={activation!r}")
@@ -60,7 +66,7 @@ def sparse_dense_matmul(x, row_ptr, col_idx, values, units, bias=None, activatio
         row_ptr=tf.convert_to_tensor(row_ptr, tf.int32), col_idx=col_idx,
         values=tf.convert_to_tensor(values, tf.float32), bias=bias, units=units,
         activation="none" if activation is None else activation,
-        debug_fill_nan=bool(debug_fill_nan))
+        debug_fill_nan=bool(debug_fill_nan), one_sample_gather=bool(one_sample_gather))
 
 
 def _reference_matmul(x, row_ptr, col_idx, values, units, bias, activation):

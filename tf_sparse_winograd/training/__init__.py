@@ -6,6 +6,7 @@ Names are imported on first use, so that `reporting` (report.py) does not pull i
 import importlib
 
 _EXPORTS = {
+    "CheckpointError": "checkpointing",
     "read_progress": "checkpointing",
     "PHASES": "config",
     "TrainConfig": "config",

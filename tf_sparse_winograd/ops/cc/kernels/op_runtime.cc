@@ -67,25 +67,39 @@ struct SharedUnits {
 
 }  // namespace
 
+namespace {
+
+// The per-ISA kernels and what this CPU runs, determined once.
+struct Kernels {
+  IsaKernel generic = GenericKernel();
+  IsaKernel avx2 = Avx2Kernel();
+  IsaKernel avx512 = Avx512Kernel();
+  bool has_avx2 = false;
+  bool has_avx512 = false;
+  std::string cpu_isas;
+
+  Kernels() {
+    __builtin_cpu_init();
+    has_avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    has_avx512 = __builtin_cpu_supports("avx512f") != 0;
+    cpu_isas = std::string("generic") + (has_avx2 ? ",avx2" : "") + (has_avx512 ? ",avx512" : "");
+  }
+
+  const IsaKernel& Best() const { return has_avx512 ? avx512 : has_avx2 ? avx2 : generic; }
+};
+
+const Kernels& AllKernels() {
+  static const Kernels kernels;
+  return kernels;
+}
+
+std::atomic<const IsaKernel*> forced_kernel{nullptr};
+
+}  // namespace
+
 const IsaKernel& SelectKernel() {
-  static const IsaKernel generic = GenericKernel();
-  static const IsaKernel avx2 = Avx2Kernel();
-  static const IsaKernel avx512 = Avx512Kernel();
-  static const bool has_avx2 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  static const bool has_avx512 = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") != 0;
-  }();
-  const char* request = std::getenv("TFSW_ISA");
-  const std::string want = request == nullptr ? "" : request;
-  if (want == "generic") return generic;
-  if (want == "avx2" && has_avx2) return avx2;
-  if (has_avx512) return avx512;
-  if (has_avx2) return avx2;
-  return generic;
+  const IsaKernel* forced = forced_kernel.load(std::memory_order_acquire);
+  return forced != nullptr ? *forced : AllKernels().Best();
 }
 
 absl::Status GetReluAttr(tensorflow::OpKernelConstruction* ctx, bool* relu) {
@@ -138,3 +152,28 @@ absl::Status RunWorkUnits(const char* op_name, tensorflow::thread::ThreadPool* w
 }
 
 }  // namespace tfsw
+
+extern "C" const char* tfsw_cpu_isas() { return tfsw::AllKernels().cpu_isas.c_str(); }
+
+extern "C" const char* tfsw_active_isa() { return tfsw::SelectKernel().name; }
+
+extern "C" int tfsw_force_isa(const char* name) {
+  const tfsw::Kernels& k = tfsw::AllKernels();
+  const std::string want = name == nullptr ? "" : name;
+  const tfsw::IsaKernel* kernel = nullptr;
+  if (want.empty()) {
+    kernel = nullptr;
+  } else if (want == "generic") {
+    kernel = &k.generic;
+  } else if (want == "avx2") {
+    if (!k.has_avx2) return 2;
+    kernel = &k.avx2;
+  } else if (want == "avx512") {
+    if (!k.has_avx512) return 2;
+    kernel = &k.avx512;
+  } else {
+    return 1;
+  }
+  tfsw::forced_kernel.store(kernel, std::memory_order_release);
+  return 0;
+}

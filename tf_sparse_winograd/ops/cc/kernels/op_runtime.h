@@ -29,8 +29,8 @@ absl::Status CheckValuesAndBias(const tensorflow::Tensor& col_idx,
                                 const tensorflow::Tensor& values, const tensorflow::Tensor& bias,
                                 int64_t outputs, const char* outputs_name);
 
-// The best kernel this CPU runs. TFSW_ISA=generic|avx2|avx512 may ask for a lower one (tests
-// use it to cover every kernel); a request the CPU cannot run falls back to the best one.
+// The kernel the ops run: the best one this CPU runs (chosen once per process, from the CPU's
+// features), unless one was forced with tfsw_force_isa (below).
 const IsaKernel& SelectKernel();
 
 // Runs one work unit with the calling thread's scratch (`scratch_floats` floats, 64-byte
@@ -48,5 +48,18 @@ absl::Status RunWorkUnits(const char* op_name, tensorflow::thread::ThreadPool* w
                           int64_t units, int64_t scratch_floats, WorkUnitFn run_unit);
 
 }  // namespace tfsw
+
+// The instruction-set choice, called through ctypes by tf_sparse_winograd/ops/isa.py (a process
+// setting, not an attribute: one process runs one CPU). Names: "generic", "avx2", "avx512".
+extern "C" {
+// Comma-separated names of the kernels this CPU runs, best last.
+__attribute__((visibility("default"))) const char* tfsw_cpu_isas();
+// Name of the kernel the ops run now.
+__attribute__((visibility("default"))) const char* tfsw_active_isa();
+// Makes the ops run the kernel `name` (nullptr or "": the best one again). Returns 0, or 1 if
+// `name` is not a kernel's name, 2 if this CPU cannot run it (nothing changes then). Calls
+// running meanwhile finish with the kernel they started with.
+__attribute__((visibility("default"))) int tfsw_force_isa(const char* name);
+}
 
 #endif  // TF_SPARSE_WINOGRAD_OPS_CC_KERNELS_OP_RUNTIME_H_

@@ -43,7 +43,7 @@ struct DenseParams {
   const float* bias = nullptr;  // units floats, or nullptr
   bool relu = false;
   // A chunk of one sample gathers its inputs, 16 nonzeros per FMA (AVX-512 only). Off only to
-  // measure it (TFSW_DENSE_GATHER=0).
+  // measure it (the op's one_sample_gather attribute).
   bool gather_one_sample = true;
 
   // Work decomposition (PlanDenseWork in work_plan.h): chunks of chunk_lanes samples (a

@@ -1,7 +1,6 @@
 // OpKernel of SparseWinograd>SparseDense: checks every argument, checks and regroups the kernel
 // once per op node, and runs the per-ISA kernel on the intra-op thread pool.
 #include <algorithm>
-#include <cstdlib>
 #include <limits>
 #include <memory>
 
@@ -28,10 +27,12 @@ class SparseDenseOp : public OpKernel {
  public:
   explicit SparseDenseOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("units", &units_));
-    OP_REQUIRES(ctx, units_ >= 0,
-                InvalidArgument("units must be non-negative. Received: units=", units_));
+    // col_idx holds at most int32 values: more units could not be addressed.
+    OP_REQUIRES(ctx, units_ >= 0 && units_ <= std::numeric_limits<int32_t>::max(),
+                InvalidArgument("units must be in [0, 2^31 - 1]. Received: units=", units_));
     OP_REQUIRES_OK(ctx, GetReluAttr(ctx, &relu_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("debug_fill_nan", &debug_fill_nan_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("one_sample_gather", &one_sample_gather_));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -67,8 +68,11 @@ class SparseDenseOp : public OpKernel {
                             },
                             &checked));
 
+    TensorShape out_shape;
+    const int64_t out_dims[2] = {batch, units_};
+    OP_REQUIRES_OK(ctx, tensorflow::TensorShapeUtils::MakeShape(out_dims, 2, &out_shape));
     Tensor* output = nullptr;
-    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, TensorShape({batch, units_}), &output));
+    OP_REQUIRES_OK(ctx, ctx->allocate_output(0, out_shape, &output));
     if (output->NumElements() == 0) return;
     float* out = output->flat<float>().data();
     if (debug_fill_nan_) {
@@ -87,8 +91,7 @@ class SparseDenseOp : public OpKernel {
     p.feature_blocks = checked->feature_blocks;
     p.bias = bias.NumElements() == 0 ? nullptr : bias.flat<float>().data();
     p.relu = relu_;
-    const char* gather = std::getenv("TFSW_DENSE_GATHER");
-    p.gather_one_sample = gather == nullptr || gather[0] != '0';
+    p.gather_one_sample = one_sample_gather_;
 
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     PlanDenseWork(kernel.vector_width, &p);
@@ -104,6 +107,7 @@ class SparseDenseOp : public OpKernel {
   int64_t units_ = 0;
   bool relu_ = false;
   bool debug_fill_nan_ = false;
+  bool one_sample_gather_ = true;
   CheckedCache<CheckedDenseKernel, 3> checked_kernels_;  // row_ptr, col_idx, values; units
 };
 

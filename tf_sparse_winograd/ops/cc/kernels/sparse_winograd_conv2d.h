@@ -66,8 +66,9 @@ struct ConvParams {
   const float* bias = nullptr;
   bool winograd_relu = false;  // ReLU on V = B^T d B.
   bool relu = false;           // ReLU on the output (after the bias).
-  // Benchmark-only (TFSW_STAGE_MASK): which stages run, bit 0 input transform, bit 1 products,
-  // bit 2 output transform and store. Anything but 7 leaves the output incomplete.
+  // Which stages run, bit 0 input transform, bit 1 products, bit 2 output transform and store.
+  // Anything but 7 leaves the output incomplete: only the benchmark harness (bench/kernel_ab.cc)
+  // and the benchmark build's SparseWinograd>Conv2DStages op set it.
   int stages = 7;
 
   // Work decomposition, filled in by the OpKernel with PlanWork().

@@ -33,9 +33,11 @@ using ::tensorflow::Tensor;
 using ::tensorflow::TensorShape;
 using ::tensorflow::errors::InvalidArgument;
 
+// SparseWinograd>Conv2D; with `stage_timing` its benchmark twin SparseWinograd>Conv2DStages,
+// which runs only the stages of its `stages` attr (registered in benchmark builds only).
 class SparseWinogradConv2DOp : public OpKernel {
  public:
-  explicit SparseWinogradConv2DOp(OpKernelConstruction* ctx) : OpKernel(ctx) {
+  SparseWinogradConv2DOp(OpKernelConstruction* ctx, bool stage_timing) : OpKernel(ctx) {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("tile_size", &tile_size_));
     OP_REQUIRES(ctx, tile_size_ == 2 || tile_size_ == 4 || tile_size_ == 6,
                 InvalidArgument("tile_size must be 2, 4 or 6. Received: tile_size=", tile_size_));
@@ -48,6 +50,16 @@ class SparseWinogradConv2DOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("winograd_relu", &winograd_relu_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("max_pool_2x2", &max_pool_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("debug_fill_nan", &debug_fill_nan_));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("tile_vectors", &options_.tile_vectors));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("filter_block", &options_.filter_block));
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("units_per_thread", &options_.units_per_thread));
+    const std::string bad_option = CheckConvOptions(options_);
+    OP_REQUIRES(ctx, bad_option.empty(), InvalidArgument(bad_option));
+    if (stage_timing) {
+      OP_REQUIRES_OK(ctx, ctx->GetAttr("stages", &stages_));
+      OP_REQUIRES(ctx, stages_ >= 0 && stages_ <= 7,
+                  InvalidArgument("stages must be in [0, 7]. Received: stages=", stages_));
+    }
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -83,8 +95,8 @@ class SparseWinogradConv2DOp : public OpKernel {
     const int64_t num_rows = a * a * filters;
     OP_REQUIRES(ctx, row_ptr.NumElements() == num_rows + 1,
                 InvalidArgument("row_ptr must have a^2 * filters + 1 = ", num_rows + 1,
-                                " elements. Received: row_ptr.shape=",
-                                row_ptr.shape().DebugString()));
+                                " elements for kernel_shape=[", a, ", ", channels, ", ", filters,
+                                "]. Received: row_ptr.shape=", row_ptr.shape().DebugString()));
     OP_REQUIRES_OK(ctx, CheckValuesAndBias(col_idx, values, bias, filters, "filters"));
     const IsaKernel& kernel = SelectKernel();
     std::shared_ptr<const CheckedKernel> checked;
@@ -134,13 +146,10 @@ class SparseWinogradConv2DOp : public OpKernel {
     p.winograd_relu = winograd_relu_;
     p.relu = relu_;
     p.max_pool = max_pool_;
-    const char* stages = std::getenv("TFSW_STAGE_MASK");
-    if (stages != nullptr && stages[0] >= '0' && stages[0] <= '7' && stages[1] == '\0') {
-      p.stages = stages[0] - '0';
-    }
+    p.stages = static_cast<int>(stages_);
 
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
-    PlanWork(kernel.vector_width, workers->NumThreads(), &p);
+    PlanWork(kernel.vector_width, workers->NumThreads(), options_, &p);
     OP_REQUIRES_OK(ctx, RunWorkUnits("SparseWinograd>Conv2D", workers,
                                      p.num_blocks * p.filter_groups, kernel.scratch_floats(p),
                                      [&kernel, p](int64_t unit, float* scratch, int64_t*) {
@@ -155,12 +164,30 @@ class SparseWinogradConv2DOp : public OpKernel {
   bool winograd_relu_ = false;
   bool max_pool_ = false;
   bool debug_fill_nan_ = false;
+  ConvOptions options_;
+  int64_t stages_ = 7;  // every stage: anything else only in SparseWinograd>Conv2DStages
   CheckedCache<CheckedKernel, 2> checked_kernels_;  // row_ptr, col_idx; channels, filters
+};
+
+class ConvOp : public SparseWinogradConv2DOp {
+ public:
+  explicit ConvOp(OpKernelConstruction* ctx) : SparseWinogradConv2DOp(ctx, false) {}
 };
 
 }  // namespace
 
-REGISTER_KERNEL_BUILDER(Name("SparseWinograd>Conv2D").Device(tensorflow::DEVICE_CPU),
-                        SparseWinogradConv2DOp);
+REGISTER_KERNEL_BUILDER(Name("SparseWinograd>Conv2D").Device(tensorflow::DEVICE_CPU), ConvOp);
+
+#ifdef TFSW_BENCHMARK_OPS
+namespace {
+class StageTimingConvOp : public SparseWinogradConv2DOp {
+ public:
+  explicit StageTimingConvOp(OpKernelConstruction* ctx) : SparseWinogradConv2DOp(ctx, true) {}
+};
+}  // namespace
+
+REGISTER_KERNEL_BUILDER(Name("SparseWinograd>Conv2DStages").Device(tensorflow::DEVICE_CPU),
+                        StageTimingConvOp);
+#endif  // TFSW_BENCHMARK_OPS
 
 }  // namespace tfsw

@@ -58,21 +58,30 @@ absl::Status SparseWinogradConv2DShape(InferenceContext* c) {
   return absl::OkStatus();
 }
 
+// Inputs, output and attributes of SparseWinograd>Conv2D (and of its benchmark twin).
+// Attributes added after the first release need defaults, so that SavedModels written before
+// them still load (TensorFlow fills in a missing attribute's default when it loads a graph).
+#define TFSW_CONV2D_SIGNATURE                            \
+  Input("input: float")                                  \
+      .Input("kernel_shape: int32")                      \
+      .Input("row_ptr: int32")                           \
+      .Input("col_idx: int32")                           \
+      .Input("values: float")                            \
+      .Input("bias: float")                              \
+      .Output("output: float")                           \
+      .Attr("tile_size: int = 2")                        \
+      .Attr("padding: {'SAME', 'VALID'} = 'SAME'")       \
+      .Attr("winograd_relu: bool = false")               \
+      .Attr("activation: {'none', 'relu'} = 'none'")     \
+      .Attr("max_pool_2x2: bool = false")                \
+      .Attr("debug_fill_nan: bool = false")              \
+      .Attr("tile_vectors: int = 0")                     \
+      .Attr("filter_block: int = 0")                     \
+      .Attr("units_per_thread: int = 0")                 \
+      .SetShapeFn(SparseWinogradConv2DShape)
+
 REGISTER_OP("SparseWinograd>Conv2D")
-    .Input("input: float")
-    .Input("kernel_shape: int32")
-    .Input("row_ptr: int32")
-    .Input("col_idx: int32")
-    .Input("values: float")
-    .Input("bias: float")
-    .Output("output: float")
-    .Attr("tile_size: int = 2")
-    .Attr("padding: {'SAME', 'VALID'} = 'SAME'")
-    .Attr("winograd_relu: bool = false")
-    .Attr("activation: {'none', 'relu'} = 'none'")
-    .Attr("max_pool_2x2: bool = false")
-    .Attr("debug_fill_nan: bool = false")
-    .SetShapeFn(SparseWinogradConv2DShape)
+    .TFSW_CONV2D_SIGNATURE
     .Doc(R"doc(
 3x3 stride-1 convolution computed as F(m x m, 3 x 3) Winograd with a sparse Winograd-domain
 kernel U (a x a x in_channels x filters, a = tile_size + 2), stored as a^2 * filters CSR rows:
@@ -92,6 +101,25 @@ activation: applied after the bias.
 max_pool_2x2: the output is max-pooled over 2 x 2 windows with stride 2 (VALID) after the
   activation, inside the op (the tiles have even sides, so no window straddles two tiles).
 debug_fill_nan: test-only; fills the output with NaN before computing, so a missed element shows.
+tile_vectors, filter_block, units_per_thread: tuning, for experiments and tests; the defaults (0)
+  let the op choose, which gives the fastest layout measured. tile_vectors: vectors of tiles per
+  block (0, 1, 2 or 4); filter_block: filters per inner block (0: 64; at most 4096);
+  units_per_thread: filter groups are added until there are this many work units per thread
+  (0: 1; at most 1024). Every value computes the same convolution.
 )doc");
+
+#ifdef TFSW_BENCHMARK_OPS
+// Benchmark builds only (python -m tf_sparse_winograd.ops.build --benchmark): the convolution
+// running only some of its stages, to time them (bench/op_speed.py). Its output is incomplete
+// unless stages = 7.
+REGISTER_OP("SparseWinograd>Conv2DStages")
+    .TFSW_CONV2D_SIGNATURE
+    .Attr("stages: int = 7")
+    .Doc(R"doc(
+SparseWinograd>Conv2D running only the stages in `stages`: bit 0 the input transform, bit 1 the
+products, bit 2 the output transform and store (0: argument checks and dispatch only). For
+benchmarks: the output is incomplete unless stages = 7.
+)doc");
+#endif  // TFSW_BENCHMARK_OPS
 
 }  // namespace tfsw
