@@ -51,6 +51,8 @@ SOURCES = {
     "kernels/op_runtime.cc": [],
     "kernels/work_plan.cc": [],
     "kernels/checked_kernel.cc": [],
+    # Xbyak's inline functions stay private to the library.
+    "kernels/sparse_products_jit.cc": ["-fvisibility=hidden", "-fvisibility-inlines-hidden"],
     "kernels/sparse_winograd_conv2d_generic.cc": [],
     "kernels/sparse_winograd_conv2d_avx2.cc": ["-mavx2", "-mfma"],
     "kernels/sparse_winograd_conv2d_avx512.cc": ["-mavx512f", "-mavx2", "-mfma",
@@ -65,7 +67,8 @@ SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g
 # compile; the translation units that include them go without those three checks. The kernels
 # (the TensorFlow-free units) keep every check.
 SANITIZE_TF_HEADER_EXCEPTIONS = ["-fno-sanitize=null,nonnull-attribute,returns-nonnull-attribute"]
-TENSORFLOW_FREE_SOURCES = {"kernels/work_plan.cc", "kernels/sparse_winograd_conv2d_generic.cc",
+TENSORFLOW_FREE_SOURCES = {"kernels/work_plan.cc", "kernels/sparse_products_jit.cc",
+                           "kernels/sparse_winograd_conv2d_generic.cc",
                            "kernels/sparse_winograd_conv2d_avx2.cc",
                            "kernels/sparse_winograd_conv2d_avx512.cc"}
 BENCHMARK_FLAGS = ["-DTFSW_BENCHMARK_OPS"]

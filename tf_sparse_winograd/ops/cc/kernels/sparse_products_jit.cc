@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <utility>
 
@@ -223,7 +224,15 @@ class Generator : public Xbyak::CodeGenerator {
 
 size_t PageSize() { return static_cast<size_t>(sysconf(_SC_PAGESIZE)); }
 
+std::atomic<int64_t> live_code_bytes{0};
+
 }  // namespace
+
+int64_t LiveJitCodeBytes() { return live_code_bytes.load(); }
+
+bool UseGeneratedProducts(int vector_width, int64_t num_tiles) {
+  return vector_width == 16 && num_tiles > 0;
+}
 
 JitSize EstimateJitProducts(const JitKernelView& k, int vector_width) {
   JitSize size;
@@ -267,7 +276,8 @@ std::unique_ptr<JitProducts> JitProducts::Generate(const JitKernelView& kernel, 
     return nullptr;
   }
   const size_t page = PageSize();
-  const size_t mapped = (static_cast<size_t>(size.code_bytes) + page - 1) / page * page;
+  const size_t mapped =
+      std::max<size_t>(page, (static_cast<size_t>(size.code_bytes) + page - 1) / page * page);
   void* mapping = mmap(nullptr, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                        -1, 0);
   if (mapping == MAP_FAILED) {
@@ -292,11 +302,19 @@ std::unique_ptr<JitProducts> JitProducts::Generate(const JitKernelView& kernel, 
   }
   // Give back the pages the bound over-reserved, then make the code executable and read-only.
   const size_t used = (static_cast<size_t>(jit->code_bytes_) + page - 1) / page * page;
+  const int64_t expected_blocks = (kernel.filters + kJitFilterBlock - 1) / kJitFilterBlock;
+  if (used == 0 || static_cast<int64_t>(entries.size()) != expected_blocks ||
+      jit->weight_offsets_.size() != entries.size()) {
+    *error = "the generated code does not have one block per " +
+             std::to_string(kJitFilterBlock) + " filters";
+    return nullptr;  // the destructor unmaps
+  }
   if (used < mapped) {
     munmap(static_cast<char*>(mapping) + used, mapped - used);
     jit->mapped_bytes_ = used;
   }
-  if (used > 0 && mprotect(mapping, used, PROT_READ | PROT_EXEC) != 0) {
+  live_code_bytes += static_cast<int64_t>(jit->mapped_bytes_);
+  if (mprotect(mapping, used, PROT_READ | PROT_EXEC) != 0) {
     *error = "could not make the generated code executable (mprotect)";
     return nullptr;
   }
@@ -313,7 +331,10 @@ std::unique_ptr<JitProducts> JitProducts::Generate(const JitKernelView& kernel, 
 }
 
 JitProducts::~JitProducts() {
-  if (mapping_ != nullptr) munmap(mapping_, mapped_bytes_);
+  if (mapping_ != nullptr) {
+    munmap(mapping_, mapped_bytes_);
+    if (code_bytes_ > 0) live_code_bytes -= static_cast<int64_t>(mapped_bytes_);
+  }
 }
 
 }  // namespace tfsw

@@ -34,6 +34,15 @@ constexpr int64_t kJitFilterBlock = 64;
 constexpr int kJitMaxRegisterFilters512 = 30;
 constexpr int kJitMaxRegisterFilters256 = 13;
 
+// products='auto' (the op attribute) generates code for a kernel only if it takes at most this
+// many bytes, and runs it only where UseGeneratedProducts says so; products='jit' up to the cap.
+constexpr int64_t kJitCodeBudget = int64_t{24} << 20;
+constexpr int64_t kJitCodeCap = int64_t{1} << 32;
+
+// Whether products='auto' runs generated code (of at most kJitCodeBudget bytes) for a call on
+// `num_tiles` tiles with a kernel of `vector_width` lanes.
+bool UseGeneratedProducts(int vector_width, int64_t num_tiles);
+
 // A packed kernel of a^2 * filters CSR rows (row r = p * filters + f), checked: row_ptr
 // non-decreasing from 0 to nnz, every column in [0, channels).
 struct JitKernelView {
@@ -52,6 +61,9 @@ struct JitSize {
   int64_t weight_bytes = 0;  // the reordered copy of the values
   int64_t vector_loads = 0;  // loads of V per pass over the tile vectors
 };
+
+// Bytes of generated code alive in this process (mapped, all JitProducts together).
+int64_t LiveJitCodeBytes();
 
 // Counts what the code for `kernel` on vectors of `vector_width` (16 or 8) lanes would take.
 JitSize EstimateJitProducts(const JitKernelView& kernel, int vector_width);

@@ -24,6 +24,19 @@ std::string CheckConvOptions(const ConvOptions& options) {
   return "";
 }
 
+bool ParseProductsPath(const std::string& name, ProductsPath* path) {
+  if (name == "auto") {
+    *path = ProductsPath::kAuto;
+  } else if (name == "csr") {
+    *path = ProductsPath::kCsr;
+  } else if (name == "jit") {
+    *path = ProductsPath::kJit;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 void PlanWork(int vector_width, int num_threads, const ConvOptions& options, ConvParams* p) {
   p->tiles_h = CeilDiv(p->out_h, p->tile_size);
   p->tiles_w = CeilDiv(p->out_w, p->tile_size);
