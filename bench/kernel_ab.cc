@@ -16,7 +16,9 @@
 // COLD=1 evicts the caches before every timed run (otherwise the warm-up run leaves the data in
 // L2/L3, where a network's fresh activations would not be). TILE_VECTORS, FILTER_BLOCK and
 // UNITS_PER_THREAD set the op's tuning options (ConvOptions, the op's attributes of those names)
-// for both builds.
+// for both builds; NV_A / NV_B set the tile vectors of one build. JIT=B (or A, or AB) runs that
+// build with generated products (sparse_products_jit.h; A and B may be the same tree, to compare
+// the CSR loop with the generated code).
 #include <time.h>
 
 #include <algorithm>
@@ -24,10 +26,12 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
 
+#include "sparse_products_jit.h"
 #include "sparse_winograd_conv2d.h"
 #include "work_plan.h"
 
@@ -117,6 +121,8 @@ int main(int argc, char** argv) {
   const bool cold = EnvInt("COLD", 0) != 0;
   const int block = static_cast<int>(EnvInt("BLOCK", 1));
   const bool narrow = EnvInt("NARROW", 1) != 0;
+  const char* jit_env = std::getenv("JIT");
+  const std::string jit_for = jit_env == nullptr ? "" : jit_env;
   tfsw::ConvOptions options;
   options.tile_vectors = EnvInt("TILE_VECTORS", 0);
   options.filter_block = EnvInt("FILTER_BLOCK", 0);
@@ -141,6 +147,28 @@ int main(int argc, char** argv) {
     const int64_t rows = int64_t{a} * a * filters;
     std::vector<uint8_t> row_kind(rows);
     const std::vector<uint16_t> col_idx16(k.col_idx.begin(), k.col_idx.end());
+    std::unique_ptr<tfsw::JitProducts> jit[2];
+    for (int v = 0; v < 2; ++v) {
+      if (jit_for.find(v == 0 ? 'A' : 'B') == std::string::npos) continue;
+      tfsw::JitKernelView view;
+      view.coordinates = int64_t{a} * a;
+      view.filters = filters;
+      view.channels = channels;
+      view.row_ptr = k.row_ptr.data();
+      view.col_idx16 = col_idx16.data();
+      view.values = k.values.data();
+      std::string error;
+      const double start = ThreadSeconds();
+      jit[v] = tfsw::JitProducts::Generate(view, kernels[v].vector_width, int64_t{1} << 40,
+                                           &error);
+      if (jit[v] == nullptr) {
+        std::fprintf(stderr, "no generated code: %s\n", error.c_str());
+        return 1;
+      }
+      std::printf("%s: generated %.2f MB of code, %.2f MB of weights in %.1f ms\n",
+                  v == 0 ? "A" : "B", jit[v]->code_bytes() / 1e6, jit[v]->weight_bytes() / 1e6,
+                  (ThreadSeconds() - start) * 1e3);
+    }
     const int64_t out_size = int64_t{batch} * hw * hw * filters;
     float* outputs[2] = {AlignedFloats(out_size), AlignedFloats(out_size)};
     double best[2] = {1e30, 1e30};
@@ -168,7 +196,10 @@ int main(int argc, char** argv) {
         p.values = k.values.data();
         p.row_kind = row_kind.data();
         if (narrow) p.col_idx16 = col_idx16.data();
-        tfsw::PlanWork(kernel.vector_width, 1, options, &p);
+        if (jit[v] != nullptr) p.jit = &jit[v]->call();
+        tfsw::ConvOptions variant_options = options;
+        variant_options.tile_vectors = EnvInt(v == 0 ? "NV_A" : "NV_B", options.tile_vectors);
+        tfsw::PlanWork(kernel.vector_width, 1, variant_options, &p);
         const int64_t units = p.num_blocks * p.filter_groups;
         float* scratch = AlignedFloats(kernel.scratch_floats(p));
         p.stages = 7;  // fills the scratch buffers with real data first
@@ -181,13 +212,15 @@ int main(int argc, char** argv) {
         std::free(scratch);
       }
     }
-    double worst = 0;  // relative difference of the outputs (meaningful for STAGES 7)
+    double worst = 0, largest = 0;  // difference of the outputs (meaningful for STAGES 7)
     for (int64_t i = 0; i < out_size; ++i) {
       const double x = outputs[0][i], y = outputs[1][i];
-      worst = std::max(worst, std::abs(x - y) / (1.0 + std::abs(x)));
+      worst = std::max(worst, std::abs(x - y));
+      largest = std::max(largest, std::abs(x));
     }
-    std::printf("%dx%dx%d->%d  A %.3f ms  B %.3f ms  A/B %.3f  max rel diff %.2g\n", hw, hw,
-                channels, filters, best[0] * 1e3, best[1] * 1e3, best[0] / best[1], worst);
+    std::printf("%dx%dx%d->%d  A %.3f ms  B %.3f ms  A/B %.3f  max diff / max |A| %.2g\n", hw,
+                hw, channels, filters, best[0] * 1e3, best[1] * 1e3, best[0] / best[1],
+                worst / std::max(largest, 1e-30));
     total[0] += best[0];
     total[1] += best[1];
     std::free(outputs[0]);

@@ -22,6 +22,8 @@ for variant in A B; do
   g++ "${flags[@]}" -I"$dir" -c "$build/kernel_$variant.cc" -o "$build/kernel_$variant.o" &
 done
 wait
-g++ -O3 -std=c++17 -I"$dir_b" "$here/kernel_ab.cc" "$dir_b/work_plan.cc" \
-  "$build/kernel_A.o" "$build/kernel_B.o" -o "$build/kernel_ab"
+# Xbyak (generated products) comes with TensorFlow's headers.
+tf_include=${TF_INCLUDE:-$(python3 -c 'import tensorflow as tf; print(tf.sysconfig.get_include())' 2>/dev/null)}
+g++ -O3 -std=c++17 -I"$dir_b" -I"$tf_include" "$here/kernel_ab.cc" "$dir_b/work_plan.cc" \
+  "$dir_b/sparse_products_jit.cc" "$build/kernel_A.o" "$build/kernel_B.o" -o "$build/kernel_ab"
 "$build/kernel_ab" "$@"

@@ -17,11 +17,15 @@ them alike; the best round is reported (and the median, for scale). Usage:
 
   python bench/model_speed.py [--densities 0.4,0.1] [--tile_sizes 2,4] [--batch_sizes 1,32]
                               [--conv_types winograd,winograd_relu] [--filter_blocks 1,4]
-                              [--unfused_pools] [--dense_fc]
+                              [--unfused_pools] [--dense_fc] [--products auto,csr]
+
+--products times each sparse export once per products path of its convolutions (the op's
+`products` attribute, 'auto' as exported; the others written into a copy of the SavedModel).
 """
 
 import itertools
 import os
+import shutil
 import tempfile
 
 from absl import app
@@ -52,6 +56,8 @@ _UNFUSED_POOLS = flags.DEFINE_bool(
 _DENSE_FC = flags.DEFINE_bool(
     "dense_fc", False, "Also time each sparse variant exported with its pruned FC layers kept as "
     "Dense layers (sparse_dense_max_density=None), to measure the sparse FC op.")
+_PRODUCTS = flags.DEFINE_list("products", ["auto"],
+                              "Products paths of the sparse convolutions to time (auto, csr, jit).")
 _ROUNDS = flags.DEFINE_integer("rounds", 7, "Interleaved timing rounds (best is kept).")
 _MIN_SECONDS = flags.DEFINE_float("min_seconds", 0.3, "Minimum time per variant per round.")
 _THREADS = flags.DEFINE_integer("threads", 2, "intra-op threads (inter-op is 1).")
@@ -78,6 +84,30 @@ def _frozen(model):
     function = tf.function(lambda x: model(x, training=False))
     concrete = function.get_concrete_function(tf.TensorSpec((None, 32, 32, 3), tf.float32))
     return convert_to_constants.convert_variables_to_constants_v2(concrete)
+
+
+def _with_products(path, products):
+    """A copy of the SavedModel at `path` whose SparseWinograd>Conv2D nodes have the `products`
+    attribute `products` (a benchmark-only rewrite of saved_model.pb)."""
+    from tensorflow.core.protobuf import saved_model_pb2  # pylint: disable=import-outside-toplevel
+    copy = f"{path}_products_{products}"
+    shutil.copytree(path, copy)
+    proto = saved_model_pb2.SavedModel()
+    with open(os.path.join(copy, "saved_model.pb"), "rb") as f:
+        proto.ParseFromString(f.read())
+    rewritten = 0
+    for meta_graph in proto.meta_graphs:
+        nodes = list(meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            nodes.extend(function.node_def)
+        for node in nodes:
+            if node.op == "SparseWinograd>Conv2D":
+                node.attr["products"].s = products.encode()
+                rewritten += 1
+    assert rewritten, f"no SparseWinograd>Conv2D node in {path}"
+    with open(os.path.join(copy, "saved_model.pb"), "wb") as f:
+        f.write(proto.SerializeToString())
+    return copy
 
 
 def main(argv):
@@ -114,8 +144,14 @@ def main(argv):
             path = os.path.join(workdir, f"sparse_{conv_type}_t{tile_size}_d{density}_b{block}"
                                 + suffix.replace(" ", "_"))
             export.export_saved_model(model, path, **options)
-            variants[label] = serving_function(path)
             sizes[label] = export.saved_model_size(path)
+            for products in _PRODUCTS.value:
+                if products == "auto":
+                    variants[label + (" products=auto" if len(_PRODUCTS.value) > 1 else "")] = (
+                        serving_function(path))
+                else:
+                    variants[f"{label} products={products}"] = serving_function(
+                        _with_products(path, products))
 
     rng = np.random.default_rng(_SEED)
     print(f"{cpu_model()}, TensorFlow {tf.__version__}, {_THREADS.value} intra-op threads, "

@@ -2,6 +2,7 @@
 
     python bench/op_speed.py [--batches 1,32] [--densities 1.0,0.4,0.25,0.1] [--tiles 2,4]
                              [--reps 15] [--winograd_relu] [--filter_block 4]
+                             [--products auto,csr] [--peak_gflops 234]
 
 For each VGG-nagadomi conv layer shape: TF conv2d (oneDNN; the weights a tf.constant inside the
 tf.function, so oneDNN caches the reordered filter) and our op (packed kernel as constants inside
@@ -10,11 +11,14 @@ interleaved; each sample runs the convolution on 16 distinct inputs (64 at batch
 separate nodes of one graph (so that the ~0.4 ms of an eager call's dispatch, the same for both
 sides, is shared by all of them; see in_graph_calls), and the best and median sample are kept.
 Ratio = TF time / op time (> 1: ours faster). Totals sum the times over the layers.
+--products times the op once per products path (its `products` attribute: auto, csr, jit) in
+the same interleaved rounds, one row each.
 
 The sparse-products stage alone is timed with the benchmark build's SparseWinograd>Conv2DStages
 op, run with stages=2 (products only) minus stages=0 (argument checks and dispatch); its useful
-flops are 2 * nnz * tiles, reported as a fraction of the FP32 peak:
-2 cores x 2 FMA units x 16 lanes x 2 flops x the clock of /proc/cpuinfo. The package's library
+flops are 2 * nnz * tiles, reported as a fraction of the FP32 peak: --peak_gflops (measure it
+with bench/fma_peak.cc), else 2 cores x 2 FMA units x 16 lanes x 2 flops x the clock of
+/proc/cpuinfo (nominal; on AMD Zen 4 one 512-bit FMA issues per cycle, not two). The package's library
 has no such op (it never computes a partial result); build the benchmark library outside the
 package and point TFSW_OP_LIBRARY at it:
 
@@ -103,19 +107,20 @@ def tf_conv(g):
     return in_graph_calls(make)
 
 
-def our_conv(packed_np, tile_size, winograd_relu, stages=None):
+def our_conv(packed_np, tile_size, winograd_relu, stages=None, products="auto"):
     """The op, or with `stages` the benchmark build's op running only those stages."""
     def make():
         packed = ops.PackedKernel(*(tf.constant(t) for t in packed_np))
         if stages is None:
             return lambda x: ops.sparse_winograd_conv2d(x, packed, tile_size=tile_size,
-                                                        winograd_relu=winograd_relu)
+                                                        winograd_relu=winograd_relu,
+                                                        products=products)
         library = ops.load_op_library()
         bias = tf.zeros([0], tf.float32)
         return lambda x: library.sparse_winograd_conv2d_stages(
             input=x, kernel_shape=packed.shape, row_ptr=packed.row_ptr, col_idx=packed.col_idx,
             values=packed.values, bias=bias, tile_size=tile_size, winograd_relu=winograd_relu,
-            stages=stages)
+            stages=stages, products=products)
     return in_graph_calls(make)
 
 
@@ -144,25 +149,31 @@ def main():
                         help="prune blocks of this many filters together (4: the op's group "
                              "micro-kernel); 1 prunes single weights")
     parser.add_argument("--no_stages", action="store_true", help="skip the products-only timing")
+    parser.add_argument("--products", default="auto",
+                        help="comma-separated products paths of the op to time (auto, csr, jit)")
+    parser.add_argument("--peak_gflops", type=float, default=None,
+                        help="FP32 peak for the %% peak column (bench/fma_peak.cc measures it)")
     args = parser.parse_args()
+    paths = args.products.split(",")
     tf.config.threading.set_intra_op_parallelism_threads(THREADS)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     batches = [int(b) for b in args.batches.split(",")]
     densities = [float(d) for d in args.densities.split(",")]
     tiles = [int(t) for t in args.tiles.split(",")]
     layers = LAYERS if args.layers == "all" else [LAYERS[int(i)] for i in args.layers.split(",")]
-    peak = peak_gflops()
+    peak = peak_gflops() if args.peak_gflops is None else args.peak_gflops
     if not args.no_stages and not stage_timing_available():
         print(f"Products-only timing skipped: {ops.loader.library_path()} is not a benchmark "
               "build (see this script's docstring).")
         args.no_stages = True
     print(f"{ops.cpu_model()} (kernels: {ops.active_isa()}), TF {tf.__version__}, "
           f"clock {cpu_clock_ghz():.2f} GHz, FP32 peak {peak:.0f} GFLOP/s "
+          f"({'measured' if args.peak_gflops else 'nominal'}) "
           f"({THREADS} threads), reps {args.reps}, winograd_relu={args.winograd_relu}, "
           f"filter_block={args.filter_block}")
-    print("| batch | tile | density | layer | TF ms | op ms | ratio (best) | ratio (median) "
-          "| products GFLOP/s | % peak |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| batch | tile | density | layer | products | TF ms | op ms | ratio (best) "
+          "| ratio (median) | products GFLOP/s | % peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
     totals = {}
     for batch in batches:
@@ -177,36 +188,42 @@ def main():
                     u[pruned_positions(rng, u.shape, density, args.filter_block)] = 0.0
                     packed = tuple(t.numpy() for t in ops.pack_kernel(u))
                     nnz = packed[3].size
-                    ours = our_conv(packed, tile, args.winograd_relu)
-                    samplers = [time_fn(tf_conv(g), x), time_fn(ours, x)]
+                    samplers = [time_fn(tf_conv(g), x)]
+                    for path in paths:
+                        samplers.append(time_fn(our_conv(packed, tile, args.winograd_relu,
+                                                         products=path), x))
                     if not args.no_stages:
-                        for stages in (2, 0):
-                            samplers.append(time_fn(
-                                our_conv(packed, tile, args.winograd_relu, stages), x))
+                        for path in paths:
+                            for stages in (2, 0):
+                                samplers.append(time_fn(our_conv(
+                                    packed, tile, args.winograd_relu, stages, path), x))
                     res = measure(samplers, args.reps)
-                    (tf_best, tf_med), (op_best, op_med) = res[0], res[1]
-                    key = (batch, tile, density)
-                    t = totals.setdefault(key, [0.0, 0.0, 0.0, 0.0])
-                    t[0] += tf_best
-                    t[1] += op_best
-                    t[2] += tf_med
-                    t[3] += op_med
-                    gflops = pct = float("nan")
-                    if not args.no_stages:
-                        products = max(res[2][0] - res[3][0], 1e-9)
-                        tiles_count = batch * (-(-hw // tile)) ** 2
-                        gflops = 2.0 * nnz * tiles_count / products / 1e9
-                        pct = 100.0 * gflops / peak
-                    print(f"| {batch} | {tile} | {density} | {hw}x{hw}x{cin}->{cout} | "
-                          f"{tf_best * 1e3:.3f} | {op_best * 1e3:.3f} | {tf_best / op_best:.2f} | "
-                          f"{tf_med / op_med:.2f} | {gflops:.0f} | {pct:.0f} |", flush=True)
+                    tf_best, tf_med = res[0]
+                    for i, path in enumerate(paths):
+                        op_best, op_med = res[1 + i]
+                        t = totals.setdefault((batch, tile, density, path), [0.0] * 4)
+                        t[0] += tf_best
+                        t[1] += op_best
+                        t[2] += tf_med
+                        t[3] += op_med
+                        gflops = pct = float("nan")
+                        if not args.no_stages:
+                            at = 1 + len(paths) + 2 * i
+                            products = max(res[at][0] - res[at + 1][0], 1e-9)
+                            tiles_count = batch * (-(-hw // tile)) ** 2
+                            gflops = 2.0 * nnz * tiles_count / products / 1e9
+                            pct = 100.0 * gflops / peak
+                        print(f"| {batch} | {tile} | {density} | {hw}x{hw}x{cin}->{cout} | "
+                              f"{path} | {tf_best * 1e3:.3f} | {op_best * 1e3:.3f} | "
+                              f"{tf_best / op_best:.2f} | {tf_med / op_med:.2f} | {gflops:.0f} | "
+                              f"{pct:.0f} |", flush=True)
     print()
     print("Totals over the layers (sum of times):")
-    print("| batch | tile | density | TF ms | op ms | ratio (best) | ratio (median) |")
-    print("|---|---|---|---|---|---|---|")
-    for (batch, tile, density), (tb, ob, tm, om) in totals.items():
-        print(f"| {batch} | {tile} | {density} | {tb * 1e3:.2f} | {ob * 1e3:.2f} | {tb / ob:.2f} | "
-              f"{tm / om:.2f} |")
+    print("| batch | tile | density | products | TF ms | op ms | ratio (best) | ratio (median) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for (batch, tile, density, path), (tb, ob, tm, om) in totals.items():
+        print(f"| {batch} | {tile} | {density} | {path} | {tb * 1e3:.2f} | {ob * 1e3:.2f} | "
+              f"{tb / ob:.2f} | {tm / om:.2f} |")
 
 
 if __name__ == "__main__":

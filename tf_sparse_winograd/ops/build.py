@@ -61,6 +61,8 @@ SOURCES = {
     "kernels/op_runtime.cc": [],
     "kernels/work_plan.cc": [],
     "kernels/checked_kernel.cc": [],
+    # Xbyak's inline functions stay private to the library.
+    "kernels/sparse_products_jit.cc": ["-fvisibility=hidden", "-fvisibility-inlines-hidden"],
     **ISA_KERNEL_SOURCES,
 }
 COMMON_FLAGS = ["-O3", "-fPIC", "-std=c++17", "-DNDEBUG", "-Wall", "-Wno-unknown-pragmas",
@@ -72,7 +74,8 @@ SANITIZE_FLAGS = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g
 # compile; the translation units that include them go without those three checks. The kernels
 # (the TensorFlow-free units) keep every check.
 SANITIZE_TF_HEADER_EXCEPTIONS = ["-fno-sanitize=null,nonnull-attribute,returns-nonnull-attribute"]
-TENSORFLOW_FREE_SOURCES = {"kernels/work_plan.cc", *ISA_KERNEL_SOURCES}
+TENSORFLOW_FREE_SOURCES = {"kernels/work_plan.cc", "kernels/sparse_products_jit.cc",
+                           *ISA_KERNEL_SOURCES}
 BENCHMARK_FLAGS = ["-DTFSW_BENCHMARK_OPS"]
 
 

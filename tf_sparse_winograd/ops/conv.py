@@ -39,10 +39,14 @@ def _check_tuning(tuning):
     return {name: int(value) for name, value in tuning.items()}
 
 
+# How the op's products stage runs (its `products` attribute): 'auto' lets the op choose.
+PRODUCTS = ("auto", "csr", "jit")
+
+
 def sparse_winograd_conv2d(x, packed, bias=None, tile_size=2, padding="SAME",
                            winograd_relu=False, activation=None, max_pool_2x2=False,
                            implementation="op", debug_fill_nan=False, *, tile_vectors=0,
-                           filter_block=0, units_per_thread=0):
+                           filter_block=0, units_per_thread=0, products="auto"):
     """3x3 stride-1 convolution as F(m x m, 3 x 3) Winograd with a sparse Winograd kernel.
 
     Args:
@@ -62,6 +66,11 @@ def sparse_winograd_conv2d(x, packed, bias=None, tile_size=2, padding="SAME",
       tile_vectors, filter_block, units_per_thread: the op's tuning attributes, for experiments
         and tests (see the op's documentation): 0, the default, lets the op choose the fastest
         layout measured. The op computes the same convolution with every value.
+      products: how the op runs its products stage: 'auto' (the default: machine code
+        generated for the kernel when a node first sees it, where the op's measured rule says it
+        pays off, else the CSR loop), 'csr' (always the CSR loop) or 'jit' (the generated code
+        whenever the CPU has AVX-512 or AVX2, whatever its size; for tests and benchmarks). The
+        result is the same to float32 rounding.
 
     Returns:
       NHWC float32: (N, H, W, filters) for 'same', (N, H - 2, W - 2, filters) for 'valid'; with
@@ -70,6 +79,9 @@ def sparse_winograd_conv2d(x, packed, bias=None, tile_size=2, padding="SAME",
     tile_size, padding, activation = _check_arguments(tile_size, padding, activation)
     tuning = _check_tuning(dict(tile_vectors=tile_vectors, filter_block=filter_block,
                                 units_per_thread=units_per_thread))
+    if not isinstance(products, str) or products not in PRODUCTS:
+        raise ValueError(f"`products` must be one of {', '.join(map(repr, PRODUCTS))}. "
+                         f"Received: products={products!r}")
     if not isinstance(max_pool_2x2, (bool, np.bool_)):
         raise ValueError(f"`max_pool_2x2` must be a bool. Received: max_pool_2x2={max_pool_2x2!r}")
     if implementation == "reference":
@@ -91,7 +103,8 @@ def sparse_winograd_conv2d(x, packed, bias=None, tile_size=2, padding="SAME",
         values=tf.convert_to_tensor(packed.values, tf.float32), bias=bias,
         tile_size=tile_size, padding=padding, winograd_relu=bool(winograd_relu),
         activation="none" if activation is None else activation,
-        max_pool_2x2=bool(max_pool_2x2), debug_fill_nan=bool(debug_fill_nan), **tuning)
+        max_pool_2x2=bool(max_pool_2x2), debug_fill_nan=bool(debug_fill_nan), products=products,
+        **tuning)
 
 
 def reference_conv2d(x, kernel, bias=None, tile_size=2, padding="SAME", winograd_relu=False,

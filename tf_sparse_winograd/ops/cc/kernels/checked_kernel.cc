@@ -1,6 +1,7 @@
 #include "checked_kernel.h"
 
 #include <algorithm>
+#include <array>
 #include <limits>
 #include <utility>
 #include <vector>
@@ -62,6 +63,84 @@ absl::Status CheckKernel(const IsaKernel& kernel, const Tensor& row_ptr, const T
     result->col_idx.assign(ci, ci + nnz);
   }
   *checked = std::move(result);
+  return absl::OkStatus();
+}
+
+namespace {
+
+// What generated code was made from: the buffers of row_ptr, col_idx and values, their lengths,
+// and the sizes and budget the generation depended on.
+struct CodeKey {
+  std::array<const void*, 3> buffers;
+  std::array<int64_t, 8> sizes;
+  bool operator==(const CodeKey& other) const {
+    return buffers == other.buffers && sizes == other.sizes;
+  }
+};
+
+// The generated code that some node still holds, by what it was made from (see GenerateProducts).
+class CodeRegistry {
+ public:
+  static CodeRegistry& Get() {
+    static CodeRegistry* registry = new CodeRegistry();  // never destroyed: used at exit
+    return *registry;
+  }
+
+  std::shared_ptr<const GeneratedProducts> Find(const CodeKey& key) {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [k, code] : entries_) {
+      if (k == key) return code.lock();
+    }
+    return nullptr;
+  }
+
+  // Registers `code` (unless live code is registered for `key` already: that one is returned).
+  std::shared_ptr<const GeneratedProducts> Insert(const CodeKey& key,
+                                                  std::shared_ptr<const GeneratedProducts> code) {
+    absl::MutexLock lock(&mu_);
+    entries_.erase(std::remove_if(entries_.begin(), entries_.end(),
+                                  [](const auto& e) { return e.second.expired(); }),
+                   entries_.end());
+    for (const auto& [k, existing] : entries_) {
+      if (k == key) return existing.lock();
+    }
+    entries_.emplace_back(key, code);
+    return code;
+  }
+
+ private:
+  absl::Mutex mu_;
+  std::vector<std::pair<CodeKey, std::weak_ptr<const GeneratedProducts>>> entries_
+      ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+absl::Status GenerateProducts(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& values,
+                              const CheckedKernel& checked, int64_t coordinates, int64_t channels,
+                              int64_t filters, int vector_width, int64_t max_code_bytes,
+                              std::shared_ptr<const GeneratedProducts>* generated) {
+  if (static_cast<int64_t>(checked.row_ptr.size()) != coordinates * filters + 1 ||
+      values.NumElements() != checked.row_ptr.back() ||
+      row_ptr.NumElements() != static_cast<int64_t>(checked.row_ptr.size())) {
+    return tensorflow::errors::Internal("GenerateProducts: the kernel's sizes do not match");
+  }
+  const CodeKey key{{row_ptr.data(), col_idx.data(), values.data()},
+                    {row_ptr.NumElements(), col_idx.NumElements(), values.NumElements(),
+                     coordinates, channels, filters, vector_width, max_code_bytes}};
+  *generated = CodeRegistry::Get().Find(key);
+  if (*generated != nullptr) return absl::OkStatus();
+  JitKernelView view;
+  view.coordinates = coordinates;
+  view.filters = filters;
+  view.channels = channels;
+  view.row_ptr = checked.row_ptr.data();
+  view.col_idx16 = checked.col_idx16.empty() ? nullptr : checked.col_idx16.data();
+  view.col_idx = checked.col_idx.empty() ? nullptr : checked.col_idx.data();
+  view.values = values.flat<float>().data();
+  auto result = std::make_shared<GeneratedProducts>();
+  result->code = JitProducts::Generate(view, vector_width, max_code_bytes, &result->why_not);
+  *generated = CodeRegistry::Get().Insert(key, std::move(result));
   return absl::OkStatus();
 }
 

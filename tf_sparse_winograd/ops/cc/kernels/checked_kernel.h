@@ -18,6 +18,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -25,6 +26,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "sparse_dense.h"
+#include "sparse_products_jit.h"
 #include "sparse_winograd_conv2d.h"
 #include "tensorflow/core/framework/tensor.h"
 #include "tensorflow/core/platform/errors.h"
@@ -46,6 +48,27 @@ absl::Status CheckKernel(const IsaKernel& kernel, const tensorflow::Tensor& row_
                          const tensorflow::Tensor& col_idx, int64_t channels, int64_t filters,
                          std::shared_ptr<const CheckedKernel>* checked);
 
+// The products of a checked kernel as generated code (sparse_products_jit.h), or the reason
+// there is none (then the CSR loop runs the kernel). The code holds a copy of the values in its
+// own order, so it depends on the values tensor too.
+struct GeneratedProducts {
+  std::unique_ptr<JitProducts> code;
+  std::string why_not;
+};
+
+// The products of `checked` (checked from the tensors row_ptr and col_idx; a^2 = `coordinates`)
+// with `values` (as long as col_idx) for vectors of `vector_width` lanes, generated if their
+// code takes at most `max_code_bytes`. Not generating is not an error: *generated then says why
+// not. Nodes that meet the same tensors share one copy: a process-wide registry finds code that
+// another node generated for the same buffers and is still holding (with references to those
+// buffers, so that they cannot have been reused for other data), e.g. the nodes of a graph that
+// all read one constant kernel, or the graphs of a function traced again for a new input shape.
+absl::Status GenerateProducts(const tensorflow::Tensor& row_ptr, const tensorflow::Tensor& col_idx,
+                              const tensorflow::Tensor& values, const CheckedKernel& checked,
+                              int64_t coordinates, int64_t channels, int64_t filters,
+                              int vector_width, int64_t max_code_bytes,
+                              std::shared_ptr<const GeneratedProducts>* generated);
+
 // A sparse fully connected kernel regrouped for the kernel (see DenseParams): rows by unit group,
 // feature block and output unit, all indices in range, row_ptr non-decreasing from 0 to nnz. The
 // values are regrouped with the indices, so they are part of the copy.
@@ -64,13 +87,13 @@ absl::Status CheckDenseKernel(const DenseIsaKernel& kernel, const tensorflow::Te
                               int64_t units, std::shared_ptr<const CheckedDenseKernel>* checked);
 
 // The last few kernels one op node checked (an op node usually sees one; an eager kernel shared
-// by several layers sees several), keyed by the buffers of N input tensors and two sizes the
+// by several layers sees several), keyed by the buffers of N input tensors and S sizes the
 // check depended on. Thread-safe.
-template <typename Checked, int N>
+template <typename Checked, int N, int S = 2>
 class CheckedCache {
  public:
   using Tensors = std::array<const tensorflow::Tensor*, N>;
-  using Sizes = std::array<int64_t, 2>;
+  using Sizes = std::array<int64_t, S>;
 
   // The checked copy made from these tensors: the cached one, else the one `check(checked)`
   // makes, which is then cached. The check runs outside the lock: two calls that meet a new

@@ -13,6 +13,22 @@
 
 namespace tfsw {
 
+// One block of generated products (sparse_products_jit.h): the products of the filters
+// [b * filter_block, (b + 1) * filter_block) of the JitProductsCall, for every coordinate p and
+// every vector j < tile_vectors of a tile block. Layout (floats; VL lanes; cpad = the channels
+// rounded up to VL): V[p][c] of tile vector j at vbuf + p * vstride + j * cpad * VL + c * VL;
+// M[p][f] (f counted from the block's first filter, up to filter_block, zero past the last
+// filter) at mbuf + p * mstride + j * filter_block * VL + f * VL. Strides given in bytes.
+using JitBlockFn = void (*)(const float* vbuf, float* mbuf, const float* weights,
+                            int64_t tile_vectors, int64_t vstride_bytes, int64_t mstride_bytes);
+struct JitProductsCall {
+  int vector_width = 0;                     // VL the code was generated for
+  int64_t filter_block = 0;                 // filters per block
+  const JitBlockFn* blocks = nullptr;       // ceil(filters / filter_block) entries
+  const float* weights = nullptr;           // the values in the code's order
+  const int64_t* weight_offsets = nullptr;  // the first weight of each block (floats)
+};
+
 // Everything a kernel needs; all sizes and indices were validated by the OpKernel.
 struct ConvParams {
   // Input, NHWC float32.
@@ -42,6 +58,10 @@ struct ConvParams {
   const float* values = nullptr;
   // row_kind[r]: kRowComplete and kRowGroupStart bits of row r (see ScanColumnsFn).
   const uint8_t* row_kind = nullptr;
+  // Generated products for this kernel, or nullptr for the CSR loop over the rows above. With
+  // them, the tile block's buffers use the layout of JitBlockFn and filter_block equals
+  // jit->filter_block.
+  const JitProductsCall* jit = nullptr;
   // Optional bias (filters floats) or nullptr.
   const float* bias = nullptr;
   bool winograd_relu = false;  // ReLU on V = B^T d B.

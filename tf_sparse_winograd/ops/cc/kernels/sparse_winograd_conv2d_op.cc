@@ -23,6 +23,10 @@
 extern "C" __attribute__((used, visibility("default")))
 const char tfsw_built_for_tensorflow[] = "tfsw-built-for-tensorflow=" TFSW_TF_VERSION;
 
+// Bytes of generated products code alive in this process (tests read it to see code made and
+// freed with its nodes).
+extern "C" int64_t tfsw_generated_code_bytes() { return tfsw::LiveJitCodeBytes(); }
+
 namespace tfsw {
 namespace {
 
@@ -53,6 +57,11 @@ class SparseWinogradConv2DOp : public OpKernel {
     OP_REQUIRES_OK(ctx, ctx->GetAttr("tile_vectors", &options_.tile_vectors));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("filter_block", &options_.filter_block));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("units_per_thread", &options_.units_per_thread));
+    std::string products;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("products", &products));
+    OP_REQUIRES(ctx, ParseProductsPath(products, &options_.products),
+                InvalidArgument("products must be auto, csr or jit. Received: products=",
+                                products));
     const std::string bad_option = CheckConvOptions(options_);
     OP_REQUIRES(ctx, bad_option.empty(), InvalidArgument(bad_option));
     if (stage_timing) {
@@ -60,6 +69,41 @@ class SparseWinogradConv2DOp : public OpKernel {
       OP_REQUIRES(ctx, stages_ >= 0 && stages_ <= 7,
                   InvalidArgument("stages must be in [0, 7]. Received: stages=", stages_));
     }
+  }
+
+  // Sets p->jit to the generated products of the kernel if this call runs them (the products
+  // attribute; with 'auto' UseGeneratedProducts and the code size budget decide), generating
+  // them when the node first sees the kernel; leaves p->jit nullptr for the CSR loop. Needs the
+  // tile grid of p, so fills it in (PlanWork does it again).
+  absl::Status ChooseProducts(const IsaKernel& kernel, const Tensor& row_ptr,
+                              const Tensor& col_idx, const Tensor& values,
+                              const CheckedKernel& checked, int64_t coordinates, ConvParams* p,
+                              std::shared_ptr<const GeneratedProducts>* generated) {
+    const ProductsPath path = options_.products;
+    const int64_t num_tiles = p->batch * CeilDiv(p->out_h, p->tile_size) *
+                              CeilDiv(p->out_w, p->tile_size);
+    const bool has_code = kernel.vector_width == 16 || kernel.vector_width == 8;
+    if (path == ProductsPath::kCsr || !has_code || num_tiles == 0 ||
+        (path == ProductsPath::kAuto && !UseGeneratedProducts(kernel.vector_width, num_tiles))) {
+      return absl::OkStatus();
+    }
+    const int64_t budget = path == ProductsPath::kJit ? kJitCodeCap : kJitCodeBudget;
+    TF_RETURN_IF_ERROR(generated_.Get(
+        {&row_ptr, &col_idx, &values},
+        {p->in_c, p->filters, kernel.vector_width},
+        [&](std::shared_ptr<const GeneratedProducts>* copy) {
+          return GenerateProducts(row_ptr, col_idx, values, checked, coordinates, p->in_c,
+                                  p->filters, kernel.vector_width, budget, copy);
+        },
+        generated));
+    if ((*generated)->code == nullptr) return absl::OkStatus();
+    const JitProductsCall& call = (*generated)->code->call();
+    if (call.vector_width != kernel.vector_width) {
+      return tensorflow::errors::Internal("generated products for ", call.vector_width,
+                                          " lanes met a kernel of ", kernel.vector_width);
+    }
+    p->jit = &call;
+    return absl::OkStatus();
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -147,6 +191,9 @@ class SparseWinogradConv2DOp : public OpKernel {
     p.relu = relu_;
     p.max_pool = max_pool_;
     p.stages = static_cast<int>(stages_);
+    std::shared_ptr<const GeneratedProducts> generated;  // held until the units are done
+    OP_REQUIRES_OK(ctx, ChooseProducts(kernel, row_ptr, col_idx, values, *checked, a * a, &p,
+                                       &generated));
 
     auto* workers = ctx->device()->tensorflow_cpu_worker_threads()->workers;
     PlanWork(kernel.vector_width, workers->NumThreads(), options_, &p);
@@ -167,6 +214,8 @@ class SparseWinogradConv2DOp : public OpKernel {
   ConvOptions options_;
   int64_t stages_ = 7;  // every stage: anything else only in SparseWinograd>Conv2DStages
   CheckedCache<CheckedKernel, 2> checked_kernels_;  // row_ptr, col_idx; channels, filters
+  // row_ptr, col_idx, values; channels, filters, vector width
+  CheckedCache<GeneratedProducts, 3, 3> generated_;
 };
 
 class ConvOp : public SparseWinogradConv2DOp {

@@ -24,6 +24,19 @@ std::string CheckConvOptions(const ConvOptions& options) {
   return "";
 }
 
+bool ParseProductsPath(const std::string& name, ProductsPath* path) {
+  if (name == "auto") {
+    *path = ProductsPath::kAuto;
+  } else if (name == "csr") {
+    *path = ProductsPath::kCsr;
+  } else if (name == "jit") {
+    *path = ProductsPath::kJit;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 void PlanWork(int vector_width, int num_threads, const ConvOptions& options, ConvParams* p) {
   p->tiles_h = CeilDiv(p->out_h, p->tile_size);
   p->tiles_w = CeilDiv(p->out_w, p->tile_size);
@@ -42,6 +55,12 @@ void PlanWork(int vector_width, int num_threads, const ConvOptions& options, Con
     while (nv > 1 && a * a * cpad * nv * vl * 4 > (int64_t{3} << 20)) nv /= 2;
     while (nv > 1 && (nv / 2) * vl >= p->num_tiles) nv /= 2;
   }
+  if (p->jit != nullptr && options.tile_vectors == 0) {
+    // Generated products come in blocks of jit->filter_block filters: with fewer tile blocks x
+    // filter blocks than threads, split the tiles rather than leave a thread idle.
+    const int64_t filter_blocks = CeilDiv(p->filters, p->jit->filter_block);
+    while (nv > 1 && CeilDiv(p->num_tiles, nv * vl) * filter_blocks < num_threads) nv /= 2;
+  }
   p->tile_block = nv * vl;
   p->num_blocks = CeilDiv(p->num_tiles, p->tile_block);
   // Split the filters too when there are fewer tile blocks than threads. Every filter group
@@ -57,6 +76,17 @@ void PlanWork(int vector_width, int num_threads, const ConvOptions& options, Con
   p->filter_groups = CeilDiv(p->filters, p->filters_per_group);
   const int64_t block = CeilDiv(options.filter_block > 0 ? options.filter_block : 64, vl) * vl;
   p->filter_block = block < p->filters_per_group ? block : p->filters_per_group;
+  if (p->jit != nullptr) {  // groups of whole blocks of the generated code
+    const int64_t fb = p->jit->filter_block;
+    const int64_t filter_blocks = CeilDiv(p->filters, fb);
+    int64_t jit_groups = 1;
+    while (p->num_blocks * jit_groups < num_threads && jit_groups * 2 <= filter_blocks) {
+      jit_groups *= 2;
+    }
+    p->filters_per_group = CeilDiv(filter_blocks, jit_groups) * fb;
+    p->filter_groups = CeilDiv(p->filters, p->filters_per_group);
+    p->filter_block = fb;
+  }
 }
 
 void PlanDenseWork(int vector_width, DenseParams* p) {

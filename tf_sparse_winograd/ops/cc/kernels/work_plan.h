@@ -18,12 +18,22 @@ inline int64_t CeilDiv(int64_t x, int64_t k) { return (x + k - 1) / k; }
 // choice to PlanWork, which picks the fastest layout measured; other values exist for
 // experiments and tests. A new kernel choice (e.g. another products path) is added the same way:
 // an attribute with a default meaning "the op decides", a field here, a check below.
+// How the products stage runs (attribute `products`): 'auto' (the op decides, see
+// UseGeneratedProducts), 'csr' (the CSR loop), 'jit' (generated code whenever the instruction
+// set has it, whatever its size; for tests and benchmarks).
+enum class ProductsPath { kAuto, kCsr, kJit };
+
 struct ConvOptions {
   int64_t tile_vectors = 0;      // vectors of tiles per block: 0 (chosen by size), 1, 2 or 4
-  int64_t filter_block = 0;      // filters per inner block, rounded up to the vector width; 0: 64
+  int64_t filter_block = 0;      // filters per inner block of the CSR loop, rounded up to the
+                                 // vector width; 0: 64 (generated code has its own blocks)
   int64_t units_per_thread = 0;  // filter groups are added until there are this many work units
                                  // per thread; 0: 1
+  ProductsPath products = ProductsPath::kAuto;
 };
+
+// The ProductsPath named `name` ('auto', 'csr' or 'jit'); false for another name.
+bool ParseProductsPath(const std::string& name, ProductsPath* path);
 
 // Largest filter_block and units_per_thread accepted (larger ones would only waste scratch).
 constexpr int64_t kMaxFilterBlock = 4096;
