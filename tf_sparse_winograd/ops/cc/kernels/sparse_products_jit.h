@@ -45,7 +45,8 @@ constexpr int kJitMaxRegisterFilters256 = 13;
 // - every block of tiles runs the whole code of the layer once, so code fetched from L3 or DRAM
 //   must be shared by several vectors of tiles: the VGG-nagadomi model at batch 1 (4 to 64 tiles
 //   a layer) was 1.36x slower with generated code at density 0.4 (~30 MB of code for the model)
-//   and 1.06x slower at 0.1; at batch 32 (128 tiles and more) 1.08x / 1.07x faster.
+//   and 1.06x slower at 0.1; at batch 32 (128 tiles and more) 1.08x / 1.07x faster (the op
+//   alone, quiet machine: 1.22x / 1.14x).
 // AVX2 keeps the CSR loop under 'auto': its generated code was not measured to win.
 constexpr int64_t kJitCodeBudget = int64_t{8} << 20;
 constexpr int64_t kJitMinTiles = 64;
