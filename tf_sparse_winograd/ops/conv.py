@@ -68,7 +68,8 @@ def sparse_winograd_conv2d(x, packed, bias=None, tile_size=2, padding="SAME",
         layout measured. The op computes the same convolution with every value.
       products: how the op runs its products stage: 'auto' (the default: machine code
         generated for the kernel when a node first sees it, where the op's measured rule says it
-        pays off, else the CSR loop), 'csr' (always the CSR loop) or 'jit' (the generated code
+        pays off - AVX-512, at most 8 MB of code for the kernel, calls of at least 64 tiles -
+        else the CSR loop), 'csr' (always the CSR loop) or 'jit' (the generated code
         whenever the CPU has AVX-512 or AVX2, whatever its size; for tests and benchmarks). The
         result is the same to float32 rounding.
 

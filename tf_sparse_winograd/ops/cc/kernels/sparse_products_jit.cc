@@ -231,7 +231,7 @@ std::atomic<int64_t> live_code_bytes{0};
 int64_t LiveJitCodeBytes() { return live_code_bytes.load(); }
 
 bool UseGeneratedProducts(int vector_width, int64_t num_tiles) {
-  return vector_width == 16 && num_tiles > 0;
+  return vector_width == 16 && num_tiles >= kJitMinTiles;
 }
 
 JitSize EstimateJitProducts(const JitKernelView& k, int vector_width) {

@@ -34,9 +34,22 @@ constexpr int64_t kJitFilterBlock = 64;
 constexpr int kJitMaxRegisterFilters512 = 30;
 constexpr int kJitMaxRegisterFilters256 = 13;
 
-// products='auto' (the op attribute) generates code for a kernel only if it takes at most this
-// many bytes, and runs it only where UseGeneratedProducts says so; products='jit' up to the cap.
-constexpr int64_t kJitCodeBudget = int64_t{24} << 20;
+// products='auto' (the op attribute) generates code for a kernel only if it takes at most
+// kJitCodeBudget bytes, and runs it only on calls of at least kJitMinTiles tiles, with AVX-512
+// (UseGeneratedProducts); products='jit' generates up to kJitCodeCap and runs it on every call.
+// Measured on AMD EPYC Zen 4 (L2 1 MB per core, L3 32 MB), bench/op_speed.py and
+// bench/model_speed.py, F(4x4), jit against csr (docs/performance.md):
+// - the code of one layer is ~7 bytes per nonzero. Up to ~4 MB it ran as fast as the CSR loop at
+//   density 1.0 or faster; 8x8x128->256 (8.3 MB) 7% slower, 8x8x256->256 (16.5 MB) 65% slower
+//   than the CSR loop's dense rows; at density 0.4 the same layer (6.6 MB) 1.32x faster;
+// - every block of tiles runs the whole code of the layer once, so code fetched from L3 or DRAM
+//   must be shared by several vectors of tiles: the VGG-nagadomi model at batch 1 (4 to 64 tiles
+//   a layer) was 1.36x slower with generated code at density 0.4 (~30 MB of code for the model)
+//   and 1.06x slower at 0.1; at batch 32 (128 tiles and more) 1.08x / 1.07x faster (the op
+//   alone, quiet machine: 1.22x / 1.14x).
+// AVX2 keeps the CSR loop under 'auto': its generated code was not measured to win.
+constexpr int64_t kJitCodeBudget = int64_t{8} << 20;
+constexpr int64_t kJitMinTiles = 64;
 constexpr int64_t kJitCodeCap = int64_t{1} << 32;
 
 // Whether products='auto' runs generated code (of at most kJitCodeBudget bytes) for a call on

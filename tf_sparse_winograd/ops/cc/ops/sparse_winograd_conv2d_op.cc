@@ -126,7 +126,7 @@ REGISTER_OP("SparseWinograd>Conv2DStages")
     .Doc(R"doc(
 SparseWinograd>Conv2D running only the stages in `stages`: bit 0 the input transform, bit 1 the
 products, bit 2 the output transform and store (0: argument checks and dispatch only). For
-benchmarks: the output is incomplete unless stages = 7.
+timing only: the output is incomplete unless stages = 7.
 )doc");
 #endif  // TFSW_BENCHMARK_OPS
 
