@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # CI: the op library built with AddressSanitizer and UndefinedBehaviorSanitizer
-# (-fsanitize=address,undefined -fno-omit-frame-pointer), and the op tests, both fuzz tests and
-# the hostile-SavedModel test run against it. Fails if a test fails or if any sanitizer report
-# was written (by pytest's process or any subprocess a test started).
+# (-fsanitize=address,undefined -fno-omit-frame-pointer), and the op tests (the generated
+# products' included), both fuzz tests and the hostile-SavedModel test run against it. Fails if a
+# test fails or if any sanitizer report was written (by pytest's process or any subprocess a test
+# started).
 #
 # Usage: bash .ci/sanitizers.sh   (in an environment where the package is installed; .ci/run
 # calls it in its fresh venv). Needs only g++ (which ships libasan and libubsan). Extra
@@ -44,7 +45,8 @@ for runtime in "$asan_runtime" "$cxx_runtime"; do
 done
 
 tests=(tests/test_op.py tests/test_sparse_dense_op.py tests/test_op_environment.py
-       tests/test_op_saved_model_compat.py tests/test_op_fuzz.py tests/test_hostile_saved_model.py)
+       tests/test_op_generated_products.py tests/test_op_saved_model_compat.py
+       tests/test_op_fuzz.py tests/test_hostile_saved_model.py)
 echo "== ${tests[*]} against the sanitizer build"
 status=0
 TFSW_OP_LIBRARY="$library" \
