@@ -72,11 +72,13 @@ def main():
                   * (rng.random((in_features, units)) < density)).astype(np.float32)
         bias = tf.constant(rng.normal(size=units).astype(np.float32))
         dense_kernel = tf.constant(kernel)
-        row_ptr, col_idx, values = (tf.constant(a) for a in ops.pack_dense_kernel(kernel))
+        row_ptr, col_idx, values = (tf.constant(a) for a in ops.pack_dense_kernel(
+            kernel, kernel_layout="unit_groups"))
         functions = {
             "dense": chained(lambda x: tf.nn.relu(tf.matmul(x, dense_kernel) + bias)),
             "sparse": chained(lambda x: ops.sparse_dense_matmul(
-                x, row_ptr, col_idx, values, units, bias=bias, activation="relu")),
+                x, row_ptr, col_idx, values, units, bias=bias, activation="relu",
+                kernel_layout="unit_groups")),
         }
         for batch in (int(b) for b in args.batches.split(",")):
             x = tf.constant(rng.normal(size=(batch, in_features)).astype(np.float32))

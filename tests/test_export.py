@@ -285,7 +285,8 @@ def test_sparse_dense_keras_file_round_trip(tmp_path):
     kernel = np.random.default_rng(4).normal(size=(12, 7)).astype(np.float32)
     kernel[np.abs(kernel) < 1.0] = 0.0
     layer = layers.SparseDense.from_kernel(kernel, np.arange(7, dtype=np.float32), "relu")
-    assert layer.nnz == np.count_nonzero(kernel) and layer.col_idx.dtype == "int16"
+    assert layer.nnz == np.count_nonzero(kernel) and layer.kernel_layout == "unit_groups"
+    assert layer.col_idx.dtype == "uint8" and layer.col_idx.shape == (layer.nnz + 16,)
     model = keras.Sequential([keras.Input((12,)), layer])
     model.save(str(tmp_path / "m.keras"))
     reloaded = keras.models.load_model(str(tmp_path / "m.keras"))
@@ -293,6 +294,23 @@ def test_sparse_dense_keras_file_round_trip(tmp_path):
     expected = np.maximum(x @ kernel + np.arange(7), 0.0)
     _assert_close(model(x), expected)
     np.testing.assert_array_equal(reloaded(x), model(x))
+
+
+def test_sparse_dense_config_without_a_layout_is_the_feature_rows_layout_of_older_files():
+    """Layers saved before `kernel_layout` existed hold rows by input feature, int16 indices."""
+    kernel = np.random.default_rng(6).normal(size=(300, 70)).astype(np.float32)
+    kernel[np.abs(kernel) < 1.0] = 0.0
+    old = layers.SparseDense.from_kernel(kernel, None, kernel_layout="feature_rows")
+    assert old.col_idx.dtype == "int16" and old.row_ptr.shape == (301,)
+    config = old.get_config()
+    del config["kernel_layout"]
+    reloaded = layers.SparseDense.from_config(config)
+    reloaded.build((None, 300))
+    reloaded.set_weights(old.get_weights())
+    x = np.random.default_rng(7).normal(size=(2, 300)).astype(np.float32)
+    _assert_close(reloaded(x), x @ kernel)
+    with pytest.raises(ValueError, match="`kernel_layout` must be one of"):
+        layers.SparseDense(70, 300, 10, kernel_layout="csr")
 
 
 # --------------------------------------------------------------------------------------------

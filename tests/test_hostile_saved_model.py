@@ -156,9 +156,21 @@ def dense_variants(layer):
     for label, v in (("one short", rp[:-1]), ("one long", np.append(rp, nnz)),
                      ("empty", rp[:0]), ("rank 2", rp[None])):
         add(f"row_ptr {label}", "row_ptr", v.astype(np.int32), r"row_ptr")
-    for i in (0, nnz // 2, nnz - 1):
-        for v in (-1, units, 32767, -32768):
-            add(f"col_idx[{i}]={v}", "col_idx", set_at(ci, i, v), r"col_idx")
+    if ci.dtype == np.uint8:  # the 'unit_groups' layout: a single block of 8 features here
+        nnz -= 16
+        in_features = 8
+        for i in (0, nnz // 2, nnz - 1):
+            for v in (in_features, 255):
+                add(f"col_idx[{i}]={v}", "col_idx", set_at(ci, i, v),
+                    r"col_idx of the last feature block")
+        add("col_idx padding 255", "col_idx", set_at(ci, slice(nnz, None), 255), "computed")
+        add("a nonzero in the row of a unit past the last", "row_ptr",
+            set_at(rp, units, nnz - 1),
+            r"Rows past the last unit must be empty")
+    else:
+        for i in (0, nnz // 2, nnz - 1):
+            for v in (-1, units, 32767, -32768):
+                add(f"col_idx[{i}]={v}", "col_idx", set_at(ci, i, v), r"col_idx")
     for label, v in (("one short", ci[:-1]), ("one long", np.append(ci, 0)),
                      ("empty", ci[:0]), ("rank 2", ci[None])):
         add(f"col_idx {label}", "col_idx", v.astype(ci.dtype), r"col_idx")

@@ -121,11 +121,16 @@ def test_reference_paths_match_the_ops():
         ops.sparse_winograd_conv2d(x, conv.packed, **args), rtol=1e-5, atol=1e-5)
     h = np.random.default_rng(10).normal(size=(3, 80)).astype(np.float32)
     fields = (dense.row_ptr, dense.col_idx, dense.values, dense.units)
-    np.testing.assert_allclose(
-        ops.sparse_dense_matmul(h, *fields, bias=dense.bias, activation="relu",
-                                implementation="reference"),
-        ops.sparse_dense_matmul(h, *fields, bias=dense.bias, activation="relu"),
-        rtol=1e-5, atol=1e-5)
+    for layout in ("unit_groups", "feature_rows"):
+        if layout == "feature_rows":
+            fields = ops.pack_dense_kernel(ops.unpack_dense_kernel(
+                *fields[:3], 80, dense.units, dense.kernel_layout)) + (dense.units,)
+        np.testing.assert_allclose(
+            ops.sparse_dense_matmul(h, *fields, bias=dense.bias, activation="relu",
+                                    implementation="reference", kernel_layout=layout),
+            ops.sparse_dense_matmul(h, *fields, bias=dense.bias, activation="relu",
+                                    kernel_layout=layout),
+            rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="implementation"):
         ops.sparse_dense_matmul(h, *fields, implementation="fast")
 

@@ -12,7 +12,7 @@ import support
 from tf_sparse_winograd import ops
 
 NEW_ATTRIBUTES = {"SparseWinograd>Conv2D": ("tile_vectors", "filter_block", "units_per_thread"),
-                  "SparseWinograd>SparseDense": ("one_sample_gather",)}
+                  "SparseWinograd>SparseDense": ("one_sample_gather", "kernel_layout")}
 # The attributes of the first release, all set explicitly as an older writer may have done.
 FIRST_RELEASE = {"SparseWinograd>Conv2D": ("tile_size", "padding", "winograd_relu", "activation",
                                            "max_pool_2x2", "debug_fill_nan"),

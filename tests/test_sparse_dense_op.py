@@ -39,10 +39,12 @@ def _random_case(rng, batch, in_features, units, density):
 
 
 def _check_against_reference(x, kernel, bias, relu, index_dtype, one_sample_gather=True):
-    row_ptr, col_idx, values = ops.pack_dense_kernel(kernel, index_dtype)
+    """index_dtype: of the 'feature_rows' layout, or uint8 for 'unit_groups'."""
+    layout = "unit_groups" if index_dtype == np.uint8 else "feature_rows"
+    row_ptr, col_idx, values = ops.pack_dense_kernel(kernel, index_dtype, kernel_layout=layout)
     y = ops.sparse_dense_matmul(x, row_ptr, col_idx, values, kernel.shape[1], bias=bias,
                                 activation="relu" if relu else None, debug_fill_nan=True,
-                                one_sample_gather=one_sample_gather)
+                                one_sample_gather=one_sample_gather, kernel_layout=layout)
     y = y.numpy()
     expected = x.astype(np.float64) @ kernel.astype(np.float64)
     bound = np.abs(x).astype(np.float64) @ np.abs(kernel).astype(np.float64)
@@ -71,6 +73,7 @@ def test_op_matches_float64_reference(isa, batch, in_features, units, density):
     x, kernel, bias = _random_case(rng, batch, in_features, units, density)
     _check_against_reference(x, kernel, bias, relu=False, index_dtype=np.int32)
     _check_against_reference(x, kernel, None, relu=True, index_dtype=np.int16)
+    _check_against_reference(x, kernel, bias, relu=True, index_dtype=np.uint8)
 
 
 @pytest.mark.parametrize("gather,in_features,units,density", support.fast_sample(
@@ -87,6 +90,8 @@ def test_one_sample_with_and_without_gathers(gather, in_features, units, density
                              one_sample_gather=gather)
     _check_against_reference(x, kernel, None, relu=False, index_dtype=np.int32,
                              one_sample_gather=gather)
+    _check_against_reference(x, kernel, bias, relu=False, index_dtype=np.uint8,
+                             one_sample_gather=gather)
 
 
 @pytest.mark.parametrize("isa", ISAS)
@@ -96,6 +101,70 @@ def test_empty_sizes(isa, batch, in_features, units):
     rng = np.random.default_rng(0)
     x, kernel, bias = _random_case(rng, batch, in_features, units, 0.5)
     _check_against_reference(x, kernel, bias, relu=True, index_dtype=np.int32)
+    _check_against_reference(x, kernel, bias, relu=True, index_dtype=np.uint8)
+
+
+@pytest.mark.parametrize("in_features,units", [(1, 1), (255, 63), (256, 64), (257, 65),
+                                               (600, 130)])
+def test_both_layouts_unpack_to_the_kernel_and_the_unit_groups_rows_are_explicit(in_features,
+                                                                                  units):
+    """The 'unit_groups' layout against its definition, row by row (the op reads it as is)."""
+    rng = np.random.default_rng(in_features * 1000 + units)
+    _, kernel, _ = _random_case(rng, 1, in_features, units, 0.3)
+    for layout in ("feature_rows", "unit_groups"):
+        packed = ops.pack_dense_kernel(kernel, kernel_layout=layout)
+        unpacked = ops.unpack_dense_kernel(*packed, in_features, units, layout).numpy()
+        np.testing.assert_array_equal(unpacked, kernel)
+    row_ptr, col_idx, values = (t.numpy() for t in ops.pack_dense_kernel(
+        kernel, kernel_layout="unit_groups"))
+    blocks, groups = -(-in_features // 256), -(-units // 64)
+    assert row_ptr.shape == (groups * blocks * 64 + 1,) and col_idx.dtype == np.uint8
+    assert col_idx.shape == (values.size + 16,) and not col_idx[values.size:].any()
+    for unit in range(groups * 64):
+        for block in range(blocks):
+            row = (unit // 64 * blocks + block) * 64 + unit % 64
+            features = block * 256 + np.arange(256)
+            features = features[features < in_features]
+            nonzero = features[kernel[features, unit] != 0] if unit < units else features[:0]
+            k = slice(row_ptr[row], row_ptr[row + 1])
+            np.testing.assert_array_equal(col_idx[k], nonzero - block * 256)
+            np.testing.assert_array_equal(values[k], kernel[nonzero, unit] if unit < units else [])
+
+
+def _unit_groups_good():
+    """A 3 -> 2 kernel in the 'unit_groups' layout: W[0, 0] = 1, W[2, 1] = 2."""
+    row_ptr = np.full(65, 2, np.int32)
+    row_ptr[0], row_ptr[1] = 0, 1
+    col_idx = np.zeros(2 + 16, np.uint8)
+    col_idx[1] = 2
+    return (np.ones((2, 3), np.float32), row_ptr, col_idx, np.array([1.0, 2.0], np.float32), 2)
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda a: a.update(row_ptr=a["row_ptr"][:-1]), "row_ptr must have ceil(units / 64)"),
+    (lambda a: a.update(col_idx=a["col_idx"][:-1]), "col_idx must have len(values) + 16 = 18"),
+    (lambda a: a.update(values=np.ones(3, np.float32)), "col_idx must have len(values) + 16"),
+    (lambda a: a["col_idx"].__setitem__(1, 3), "last feature block must be below"),
+    (lambda a: a["row_ptr"].__setitem__(2, 1), "Rows past the last unit must be empty"),
+    (lambda a: a["row_ptr"].__setitem__(1, 3), "non-decreasing"),
+    (lambda a: a.update(bias=np.ones(3, np.float32)), "bias must have 0 or units = 2"),
+    (lambda a: a.update(col_idx=a["col_idx"].astype(np.int16)), "col_idx must be uint8"),
+])
+def test_bad_unit_groups_kernels_raise_invalid_argument(change, message):
+    x, row_ptr, col_idx, values, units = _unit_groups_good()
+    args = dict(x=x, row_ptr=row_ptr, col_idx=col_idx, values=values, units=units, bias=None)
+    np.testing.assert_array_equal(_op(**args, kernel_layout="unit_groups"),
+                                  [[1.0, 2.0], [1.0, 2.0]])
+    change(args)
+    with pytest.raises((tf.errors.InvalidArgumentError, ValueError)) as info:
+        _op(**args, kernel_layout="unit_groups")
+    assert message in str(info.value)
+
+
+def test_feature_rows_reject_uint8_indices():
+    x, row_ptr, col_idx, values, units = _good()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="int16 or int32 in the 'feature_rows'"):
+        _op(x, row_ptr, col_idx.astype(np.uint8), values, units)
 
 
 def test_duplicate_entries_add_up():
@@ -126,11 +195,12 @@ def test_nan_and_inf_reach_the_outputs_whose_weights_are_stored(isa):
         assert (~np.isfinite(y[0, units])).all() and np.isfinite(y[0, ~units]).all()
 
 
-def _op(x, row_ptr, col_idx, values, units, bias=None):
+def _op(x, row_ptr, col_idx, values, units, bias=None, kernel_layout="feature_rows"):
     library = ops.load_op_library()
     return library.sparse_winograd_sparse_dense(
         input=x, row_ptr=row_ptr, col_idx=col_idx, values=values,
-        bias=np.zeros([0], np.float32) if bias is None else bias, units=units)
+        bias=np.zeros([0], np.float32) if bias is None else bias, units=units,
+        kernel_layout=kernel_layout)
 
 
 def _good():
@@ -223,7 +293,7 @@ _FUZZ_SCRIPT = textwrap.dedent("""
     from tf_sparse_winograd import ops
     library = ops.load_op_library()
     rng = np.random.default_rng(int(sys.argv[1]))
-    counts = {"rejected": 0, "accepted": 0}
+    counts = {"rejected": 0, "accepted": 0, "accepted unit_groups": 0}
     for _ in range(int(sys.argv[2])):
         in_features, units = int(rng.integers(0, 300)), int(rng.integers(0, 80))
         nnz = int(rng.integers(0, 400))
@@ -248,13 +318,37 @@ _FUZZ_SCRIPT = textwrap.dedent("""
             x = x.reshape(-1)
         elif corruption == 6:
             row_ptr[0] = int(rng.integers(1, 5))
-        dtype = np.int16 if rng.random() < 0.5 else np.int32
+        layout = "unit_groups" if rng.random() < 0.5 else "feature_rows"
+        if layout == "unit_groups":  # the same corruptions, on rows by group, block and unit
+            blocks = -(-in_features // 256)
+            rows = -(-units // 64) * 64 * blocks
+            unit_of_row = np.arange(rows) // (64 * blocks) * 64 + np.arange(rows) % 64
+            valid = unit_of_row < units
+            row_counts = np.zeros(rows, np.int64)
+            if valid.any():
+                row_counts[valid] = rng.multinomial(nnz, np.full(valid.sum(), 1 / valid.sum()))
+            row_ptr = np.concatenate([[0], np.cumsum(row_counts)]).astype(np.int32)
+            if corruption == 0 and rows > 0:
+                row_ptr[rng.integers(1, rows + 1)] = rng.integers(-5, nnz + 5)
+            elif corruption == 2:
+                row_ptr = row_ptr[: rng.integers(0, len(row_ptr) + 1)]
+            elif corruption == 6:
+                row_ptr[0] = int(rng.integers(1, 5))
+            col_idx = rng.integers(0, min(max(in_features, 1), 256), nnz + 16)
+            if corruption == 1 and nnz > 0 and rng.random() < 0.5:
+                col_idx[rng.integers(0, nnz)] = rng.integers(0, 256)
+            elif corruption == 1:
+                col_idx = col_idx[: rng.integers(0, nnz + 16)]
+            dtype = np.uint8
+        else:
+            dtype = np.int16 if rng.random() < 0.5 else np.int32
         try:
             y = library.sparse_winograd_sparse_dense(
                 input=x, row_ptr=row_ptr, col_idx=col_idx.astype(dtype), values=values,
-                bias=bias, units=units)
+                bias=bias, units=units, kernel_layout=layout)
             assert y.shape == (x.shape[0], units)
             counts["accepted"] += 1
+            counts["accepted unit_groups"] += layout == "unit_groups"
         except (tf.errors.InvalidArgumentError, ValueError):
             counts["rejected"] += 1
     print("FUZZ=" + json.dumps(counts))
@@ -268,3 +362,4 @@ def test_malformed_kernels_are_rejected_and_never_crash():
     result = support.run_python(_FUZZ_SCRIPT, 2024, 2500, timeout=600)
     counts = json.loads(support.result_line(result, "FUZZ="))
     assert counts["rejected"] > 1000 and counts["accepted"] > 200, counts
+    assert counts["accepted unit_groups"] > 100, counts

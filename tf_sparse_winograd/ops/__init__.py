@@ -17,10 +17,11 @@ from tf_sparse_winograd.ops.packing import PackedKernel
 from tf_sparse_winograd.ops.packing import dense_index_dtype
 from tf_sparse_winograd.ops.packing import pack_dense_kernel
 from tf_sparse_winograd.ops.packing import pack_kernel
+from tf_sparse_winograd.ops.packing import unpack_dense_kernel
 from tf_sparse_winograd.ops.packing import unpack_kernel
 
 __all__ = ["PackedKernel", "pack_kernel", "unpack_kernel", "sparse_winograd_conv2d",
-           "reference_conv2d", "dense_index_dtype", "pack_dense_kernel",
+           "reference_conv2d", "dense_index_dtype", "pack_dense_kernel", "unpack_dense_kernel",
            "sparse_dense_matmul", "load_op_library", "op_library_available", "OpLibraryError",
            "CONV_OP_NAME", "DENSE_OP_NAME", "set_isa", "active_isa", "cpu_isas",
            "cpu_model"]

@@ -144,57 +144,128 @@ absl::Status GenerateProducts(const Tensor& row_ptr, const Tensor& col_idx, cons
   return absl::OkStatus();
 }
 
-absl::Status CheckDenseKernel(const DenseIsaKernel& kernel, const Tensor& row_ptr,
-                              const Tensor& col_idx, const Tensor& values, int64_t units,
-                              std::shared_ptr<const CheckedDenseKernel>* checked) {
-  const int64_t in_features = row_ptr.NumElements() - 1;
-  const int64_t nnz = col_idx.NumElements();
-  const int32_t* rp = row_ptr.flat<int32_t>().data();
-  TF_RETURN_IF_ERROR(CheckRowPointers(kernel.non_decreasing, rp, in_features, nnz));
-  // The columns as int64, whatever their type, and their range.
-  std::vector<int64_t> cols(nnz);
-  if (col_idx.dtype() == tensorflow::DT_INT16) {
-    const int16_t* ci = col_idx.flat<int16_t>().data();
-    for (int64_t k = 0; k < nnz; ++k) cols[k] = ci[k];
-  } else {
-    const int32_t* ci = col_idx.flat<int32_t>().data();
-    for (int64_t k = 0; k < nnz; ++k) cols[k] = ci[k];
-  }
+namespace {
+
+// The regrouping of CheckDenseKernel for one column-index type: checks the columns in place
+// (a copy of them as wider integers would take 8 bytes per nonzero at its peak, more than the
+// kernel) and counting-sorts the nonzeros into the kernel's rows, stably, so that each row lists
+// its features in increasing order.
+template <typename Index>
+absl::Status RegroupDenseKernel(const int32_t* rp, const Index* cols, const float* v,
+                                int64_t in_features, int64_t units, CheckedDenseKernel* result) {
+  const int64_t nnz = rp[in_features];
   for (int64_t k = 0; k < nnz; ++k) {
     if (cols[k] < 0 || cols[k] >= units) {
       return InvalidArgument("col_idx must be in [0, units = ", units, "). Received: col_idx[", k,
-                             "]=", cols[k]);
+                             "]=", static_cast<int64_t>(cols[k]));
     }
   }
-  // Regrouped by unit group, feature block and unit (see DenseParams): a counting sort, stable, so
-  // each row lists its features in increasing order.
-  auto result = std::make_shared<CheckedDenseKernel>();
-  result->feature_blocks = (in_features + kDenseFeatureBlock - 1) / kDenseFeatureBlock;
   const int64_t rows = DenseKernelRows(result->feature_blocks, units);
-  if (rows >= std::numeric_limits<int32_t>::max()) {
+  std::vector<int32_t>& row_ptr = result->owned_row_ptr;
+  row_ptr.assign(rows + 1, 0);
+  auto row_of = [fbs = result->feature_blocks](int64_t feature, int64_t unit) {
+    return DenseKernelRow(fbs, feature / kDenseFeatureBlock, unit);
+  };
+  for (int64_t i = 0; i < in_features; ++i) {
+    for (int64_t k = rp[i]; k < rp[i + 1]; ++k) ++row_ptr[row_of(i, cols[k]) + 1];
+  }
+  for (int64_t r = 0; r < rows; ++r) row_ptr[r + 1] += row_ptr[r];
+  std::vector<int32_t> next(row_ptr.begin(), row_ptr.end() - 1);
+  result->owned_col_idx.assign(nnz + kDenseIndexPadding, 0);
+  result->owned_values.resize(nnz);
+  for (int64_t i = 0; i < in_features; ++i) {
+    for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
+      const int32_t at = next[row_of(i, cols[k])]++;
+      result->owned_col_idx[at] = static_cast<uint8_t>(i % kDenseFeatureBlock);
+      result->owned_values[at] = v[k];
+    }
+  }
+  result->row_ptr = row_ptr.data();
+  result->col_idx = result->owned_col_idx.data();
+  result->values = result->owned_values.data();
+  return absl::OkStatus();
+}
+
+absl::Status CheckDenseRowCount(int64_t in_features, int64_t units, int64_t* feature_blocks) {
+  *feature_blocks = (in_features + kDenseFeatureBlock - 1) / kDenseFeatureBlock;
+  if (DenseKernelRows(*feature_blocks, units) >= std::numeric_limits<int32_t>::max()) {
     return InvalidArgument("The kernel is too large for the op: ceil(in_features / ",
                            kDenseFeatureBlock, ") * units must be below 2^31. Received: ",
                            "in_features=", in_features, ", units=", units);
   }
-  result->row_ptr.assign(rows + 1, 0);
-  auto row_of = [&result](int64_t feature, int64_t unit) {
-    return DenseKernelRow(result->feature_blocks, feature / kDenseFeatureBlock, unit);
-  };
-  for (int64_t i = 0; i < in_features; ++i) {
-    for (int64_t k = rp[i]; k < rp[i + 1]; ++k) ++result->row_ptr[row_of(i, cols[k]) + 1];
-  }
-  for (int64_t r = 0; r < rows; ++r) result->row_ptr[r + 1] += result->row_ptr[r];
-  std::vector<int32_t> next(result->row_ptr.begin(), result->row_ptr.end() - 1);
-  result->col_idx.resize(nnz + kDenseIndexPadding);
-  result->values.resize(nnz);
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status CheckDenseKernel(const DenseIsaKernel& kernel, const Tensor& row_ptr,
+                              const Tensor& col_idx, const Tensor& values, int64_t units,
+                              std::shared_ptr<const CheckedDenseKernel>* checked) {
+  const int64_t in_features = row_ptr.NumElements() - 1;
+  const int32_t* rp = row_ptr.flat<int32_t>().data();
+  TF_RETURN_IF_ERROR(
+      CheckRowPointers(kernel.non_decreasing, rp, in_features, col_idx.NumElements()));
+  auto result = std::make_shared<CheckedDenseKernel>();
+  TF_RETURN_IF_ERROR(CheckDenseRowCount(in_features, units, &result->feature_blocks));
   const float* v = values.flat<float>().data();
-  for (int64_t i = 0; i < in_features; ++i) {
-    for (int64_t k = rp[i]; k < rp[i + 1]; ++k) {
-      const int32_t at = next[row_of(i, cols[k])]++;
-      result->col_idx[at] = static_cast<uint8_t>(i % kDenseFeatureBlock);
-      result->values[at] = v[k];
+  if (col_idx.dtype() == tensorflow::DT_INT16) {
+    TF_RETURN_IF_ERROR(RegroupDenseKernel(rp, col_idx.flat<int16_t>().data(), v, in_features,
+                                          units, result.get()));
+  } else {
+    TF_RETURN_IF_ERROR(RegroupDenseKernel(rp, col_idx.flat<int32_t>().data(), v, in_features,
+                                          units, result.get()));
+  }
+  *checked = std::move(result);
+  return absl::OkStatus();
+}
+
+absl::Status CheckDenseKernelInPlace(const DenseIsaKernel& kernel, const Tensor& row_ptr,
+                                     const Tensor& col_idx, const Tensor& values,
+                                     int64_t in_features, int64_t units,
+                                     std::shared_ptr<const CheckedDenseKernel>* checked) {
+  auto result = std::make_shared<CheckedDenseKernel>();
+  TF_RETURN_IF_ERROR(CheckDenseRowCount(in_features, units, &result->feature_blocks));
+  const int64_t rows = DenseKernelRows(result->feature_blocks, units);
+  if (row_ptr.NumElements() != rows + 1) {
+    return InvalidArgument("row_ptr must have ceil(units / ", kDenseUnitGroup, ") * ",
+                           kDenseUnitGroup, " * ceil(in_features / ", kDenseFeatureBlock,
+                           ") + 1 = ", rows + 1, " elements in the 'unit_groups' layout. Received: ",
+                           "row_ptr.shape=", row_ptr.shape().DebugString());
+  }
+  const int64_t nnz = values.NumElements();
+  if (col_idx.NumElements() != nnz + kDenseIndexPadding) {
+    return InvalidArgument("col_idx must have len(values) + ", kDenseIndexPadding, " = ",
+                           nnz + kDenseIndexPadding, " elements in the 'unit_groups' layout (",
+                           kDenseIndexPadding, " bytes of padding). Received: col_idx.shape=",
+                           col_idx.shape().DebugString());
+  }
+  const int32_t* rp = row_ptr.flat<int32_t>().data();
+  TF_RETURN_IF_ERROR(CheckRowPointers(kernel.non_decreasing, rp, rows, nnz));
+  const uint8_t* ci = col_idx.flat<uint8_t>().data();
+  const int64_t last_block = result->feature_blocks - 1;
+  const int64_t last_block_features = in_features - last_block * kDenseFeatureBlock;
+  for (int64_t u = 0; u < (units + kDenseUnitGroup - 1) / kDenseUnitGroup * kDenseUnitGroup; ++u) {
+    for (int64_t fb = 0; fb < result->feature_blocks; ++fb) {
+      const int64_t r = DenseKernelRow(result->feature_blocks, fb, u);
+      if (u >= units && rp[r + 1] != rp[r]) {
+        return InvalidArgument("Rows past the last unit must be empty in the 'unit_groups' ",
+                               "layout. Received: row ", r, " (unit ", u, " of units = ", units,
+                               ") with ", rp[r + 1] - rp[r], " nonzeros");
+      }
+      if (fb != last_block || last_block_features == kDenseFeatureBlock) continue;
+      for (int64_t k = rp[r]; k < rp[r + 1]; ++k) {
+        if (ci[k] >= last_block_features) {
+          return InvalidArgument("col_idx of the last feature block must be below in_features - ",
+                                 last_block * kDenseFeatureBlock, " = ", last_block_features,
+                                 ". Received: col_idx[", k, "]=", static_cast<int>(ci[k]));
+        }
+      }
     }
   }
+  result->tensors = {row_ptr, col_idx, values};
+  result->row_ptr = rp;
+  result->col_idx = ci;
+  result->values = values.flat<float>().data();
   *checked = std::move(result);
   return absl::OkStatus();
 }

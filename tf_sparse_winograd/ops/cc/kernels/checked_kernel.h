@@ -69,14 +69,21 @@ absl::Status GenerateProducts(const tensorflow::Tensor& row_ptr, const tensorflo
                               int vector_width, int64_t max_code_bytes,
                               std::shared_ptr<const GeneratedProducts>* generated);
 
-// A sparse fully connected kernel regrouped for the kernel (see DenseParams): rows by unit group,
-// feature block and output unit, all indices in range, row_ptr non-decreasing from 0 to nnz. The
-// values are regrouped with the indices, so they are part of the copy.
+// A sparse fully connected kernel in the layout the kernel reads (see DenseParams): rows by unit
+// group, feature block and output unit, all indices in range, row_ptr non-decreasing from 0 to
+// nnz, col_idx followed by kDenseIndexPadding readable bytes. A kernel given in that layout
+// ('unit_groups') is read in place: `tensors` hold its buffers, so that they stay valid and
+// unchanged while the kernel is used (see CheckedCache). A kernel given by input feature
+// ('feature_rows') is regrouped into `owned_*` copies, values included.
 struct CheckedDenseKernel {
   int64_t feature_blocks = 0;
-  std::vector<int32_t> row_ptr;  // DenseKernelRows(feature_blocks, units) + 1
-  std::vector<uint8_t> col_idx;  // place of the feature in its block; then kDenseIndexPadding 0s
-  std::vector<float> values;
+  const int32_t* row_ptr = nullptr;  // DenseKernelRows(feature_blocks, units) + 1
+  const uint8_t* col_idx = nullptr;  // place of the feature in its block
+  const float* values = nullptr;
+  std::vector<tensorflow::Tensor> tensors;
+  std::vector<int32_t> owned_row_ptr;
+  std::vector<uint8_t> owned_col_idx;
+  std::vector<float> owned_values;
 };
 
 // Checks a kernel given as CSR rows by input feature (row_ptr: in_features + 1 int32; col_idx:
@@ -85,6 +92,18 @@ struct CheckedDenseKernel {
 absl::Status CheckDenseKernel(const DenseIsaKernel& kernel, const tensorflow::Tensor& row_ptr,
                               const tensorflow::Tensor& col_idx, const tensorflow::Tensor& values,
                               int64_t units, std::shared_ptr<const CheckedDenseKernel>* checked);
+
+// Checks a kernel given in the kernel's own layout (row_ptr: DenseKernelRows(feature_blocks,
+// units) + 1 int32; col_idx: uint8, nnz + kDenseIndexPadding; values: float, nnz; their shapes
+// were checked) without copying it: the rows past the last unit must be empty and the columns
+// of the last feature block below in_features' remainder. InvalidArgument names the first bad
+// element.
+absl::Status CheckDenseKernelInPlace(const DenseIsaKernel& kernel,
+                                     const tensorflow::Tensor& row_ptr,
+                                     const tensorflow::Tensor& col_idx,
+                                     const tensorflow::Tensor& values, int64_t in_features,
+                                     int64_t units,
+                                     std::shared_ptr<const CheckedDenseKernel>* checked);
 
 // The last few kernels one op node checked (an op node usually sees one; an eager kernel shared
 // by several layers sees several), keyed by the buffers of N input tensors and S sizes the

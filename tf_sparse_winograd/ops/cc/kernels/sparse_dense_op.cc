@@ -1,8 +1,10 @@
-// OpKernel of SparseWinograd>SparseDense: checks every argument, checks and regroups the kernel
-// once per op node, and runs the per-ISA kernel on the intra-op thread pool.
+// OpKernel of SparseWinograd>SparseDense: checks every argument, checks the kernel once per op
+// node (reading a 'unit_groups' kernel in place, regrouping a 'feature_rows' one into a copy),
+// and runs the per-ISA kernel on the intra-op thread pool.
 #include <algorithm>
 #include <limits>
 #include <memory>
+#include <string>
 
 #include "checked_kernel.h"
 #include "op_runtime.h"
@@ -32,6 +34,16 @@ class SparseDenseOp : public OpKernel {
     OP_REQUIRES_OK(ctx, GetReluAttr(ctx, &relu_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("debug_fill_nan", &debug_fill_nan_));
     OP_REQUIRES_OK(ctx, ctx->GetAttr("one_sample_gather", &one_sample_gather_));
+    std::string layout;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("kernel_layout", &layout));
+    unit_groups_ = layout == "unit_groups";
+    tensorflow::DataType index_type;
+    OP_REQUIRES_OK(ctx, ctx->GetAttr("Tindex", &index_type));
+    OP_REQUIRES(ctx, unit_groups_ == (index_type == tensorflow::DT_UINT8),
+                InvalidArgument("col_idx must be uint8 in the 'unit_groups' kernel layout and ",
+                                "int16 or int32 in the 'feature_rows' one. Received: ",
+                                "kernel_layout='", layout, "' with col_idx of type ",
+                                tensorflow::DataTypeString(index_type)));
   }
 
   void Compute(OpKernelContext* ctx) override {
@@ -49,23 +61,37 @@ class SparseDenseOp : public OpKernel {
                                       {"values", &values},
                                       {"bias", &bias}}));
     const int64_t batch = input.dim_size(0), in_features = input.dim_size(1);
-    OP_REQUIRES(ctx, row_ptr.NumElements() == in_features + 1,
-                InvalidArgument("row_ptr must have in_features + 1 = ", in_features + 1,
-                                " elements (a row per input feature). Received: row_ptr.shape=",
-                                row_ptr.shape().DebugString()));
-    OP_REQUIRES_OK(ctx, CheckValuesAndBias(col_idx, values, bias, units_, "units"));
-    OP_REQUIRES(ctx, col_idx.NumElements() <= std::numeric_limits<int32_t>::max(),
+    OP_REQUIRES(ctx, values.NumElements() <= std::numeric_limits<int32_t>::max(),
                 InvalidArgument("At most 2^31 - 1 nonzeros are supported. Received: ",
-                                col_idx.NumElements()));
+                                values.NumElements()));
     const DenseIsaKernel& kernel = SelectDenseKernel();
     std::shared_ptr<const CheckedDenseKernel> checked;
-    OP_REQUIRES_OK(ctx, checked_kernels_.Get(
-                            {&row_ptr, &col_idx, &values}, {units_, 0},
-                            [&](std::shared_ptr<const CheckedDenseKernel>* copy) {
-                              return CheckDenseKernel(kernel, row_ptr, col_idx, values, units_,
-                                                      copy);
-                            },
-                            &checked));
+    if (unit_groups_) {
+      OP_REQUIRES(ctx, bias.NumElements() == 0 || bias.NumElements() == units_,
+                  InvalidArgument("bias must have 0 or units = ", units_,
+                                  " elements. Received: bias.shape=",
+                                  bias.shape().DebugString()));
+      OP_REQUIRES_OK(ctx, checked_kernels_.Get(
+                              {&row_ptr, &col_idx, &values}, {units_, in_features},
+                              [&](std::shared_ptr<const CheckedDenseKernel>* view) {
+                                return CheckDenseKernelInPlace(kernel, row_ptr, col_idx, values,
+                                                               in_features, units_, view);
+                              },
+                              &checked));
+    } else {
+      OP_REQUIRES(ctx, row_ptr.NumElements() == in_features + 1,
+                  InvalidArgument("row_ptr must have in_features + 1 = ", in_features + 1,
+                                  " elements (a row per input feature). Received: "
+                                  "row_ptr.shape=", row_ptr.shape().DebugString()));
+      OP_REQUIRES_OK(ctx, CheckValuesAndBias(col_idx, values, bias, units_, "units"));
+      OP_REQUIRES_OK(ctx, checked_kernels_.Get(
+                              {&row_ptr, &col_idx, &values}, {units_, in_features},
+                              [&](std::shared_ptr<const CheckedDenseKernel>* copy) {
+                                return CheckDenseKernel(kernel, row_ptr, col_idx, values, units_,
+                                                        copy);
+                              },
+                              &checked));
+    }
 
     TensorShape out_shape;
     const int64_t out_dims[2] = {batch, units_};
@@ -84,9 +110,9 @@ class SparseDenseOp : public OpKernel {
     p.batch = batch;
     p.in_features = in_features;
     p.units = units_;
-    p.row_ptr = checked->row_ptr.data();
-    p.col_idx = checked->col_idx.data();
-    p.values = checked->values.data();
+    p.row_ptr = checked->row_ptr;
+    p.col_idx = checked->col_idx;
+    p.values = checked->values;
     p.feature_blocks = checked->feature_blocks;
     p.bias = bias.NumElements() == 0 ? nullptr : bias.flat<float>().data();
     p.relu = relu_;
@@ -107,7 +133,8 @@ class SparseDenseOp : public OpKernel {
   bool relu_ = false;
   bool debug_fill_nan_ = false;
   bool one_sample_gather_ = true;
-  CheckedCache<CheckedDenseKernel, 3> checked_kernels_;  // row_ptr, col_idx, values; units
+  bool unit_groups_ = false;  // the kernel_layout attr
+  CheckedCache<CheckedDenseKernel, 3> checked_kernels_;  // row_ptr, col_idx, values; units, in
 };
 
 }  // namespace
