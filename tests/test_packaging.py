@@ -100,6 +100,10 @@ def _purelib(python):
 def test_non_editable_install_works_outside_the_repository(tmp_path):
     """`pip install .` (build isolation on) into a new venv; everything runs from another directory.
 
+    The build reuses the objects the development install left in the object cache (see
+    tf_sparse_winograd/ops/build.py) when the sources are the same: what is tested here is the
+    packaging and the install, the compilation itself being what the set-up command does.
+
     The venv sees this environment's packages (TensorFlow, Keras, ...) through a .pth line instead
     of installing them again: what is tested is the package, built and installed as a user would.
     """
@@ -135,3 +139,34 @@ def test_non_editable_install_works_outside_the_repository(tmp_path):
     result = support.run_python(_CHECK_INSTALLED, python=python, cwd=workdir,
                                 env={"PYTHONPATH": None, "TFSW_OP_LIBRARY": None})
     assert "INSTALLED-OK" in result.stdout
+
+
+def test_object_cache_key_covers_every_source_flag_and_the_compiler(tmp_path, monkeypatch):
+    """A cached object is reused only for the same sources (any file under cc/, headers
+    included), the same flags and the same compiler."""
+    from tf_sparse_winograd.ops import build  # pylint: disable=import-outside-toplevel
+    monkeypatch.setattr(build, "CC_DIR", str(tmp_path))
+    (tmp_path / "kernels").mkdir()
+    header = tmp_path / "kernels" / "a.h"
+    header.write_text("int a;")
+    digests = [build.sources_digest()]
+    header.write_text("int b;")
+    digests.append(build.sources_digest())
+    header.rename(tmp_path / "kernels" / "b.h")
+    digests.append(build.sources_digest())
+    (tmp_path / "kernels" / "empty.inc").write_text("")
+    digests.append(build.sources_digest())
+    assert len(set(digests)) == 4
+    key = build.object_key("g++ 12", digests[0], "ops/x.cc", ["-O3"])
+    assert key == build.object_key("g++ 12", digests[0], "ops/x.cc", ["-O3"])
+    assert len({key, build.object_key("g++ 13", digests[0], "ops/x.cc", ["-O3"]),
+                build.object_key("g++ 12", digests[1], "ops/x.cc", ["-O3"]),
+                build.object_key("g++ 12", digests[0], "ops/y.cc", ["-O3"]),
+                build.object_key("g++ 12", digests[0], "ops/x.cc", ["-O1"])}) == 5
+    monkeypatch.setenv("TFSW_BUILD_CACHE", "off")
+    assert build.object_cache_dir() is None
+    monkeypatch.setenv("TFSW_BUILD_CACHE", str(tmp_path / "cache"))
+    assert build.object_cache_dir() == str(tmp_path / "cache")
+    monkeypatch.delenv("TFSW_BUILD_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert build.object_cache_dir() == str(tmp_path / "xdg" / "tf-sparse-winograd")

@@ -1,6 +1,6 @@
 """Compiles the op library `_sparse_winograd_ops.so` in place with g++ against the installed TF.
 
-    python -m tf_sparse_winograd.ops.build [--output PATH] [--cxx g++] [--jobs N]
+    python -m tf_sparse_winograd.ops.build [--output PATH] [--cxx g++] [--jobs N] [--no-cache]
     python -m tf_sparse_winograd.ops.build --sanitize --output /tmp/tfsw_asan/ops.so
     python -m tf_sparse_winograd.ops.build --benchmark --output /tmp/tfsw_bench/ops.so
 
@@ -14,6 +14,14 @@ package's library) and used by pointing TFSW_OP_LIBRARY at them:
   computes a partial result.
 
 setup.py calls `build_library` too, so `pip install .` and `pip install -e .` do the same thing.
+
+Compiled objects are kept in a cache (`$TFSW_BUILD_CACHE`, else `$XDG_CACHE_HOME/tf-sparse-winograd`
+or `~/.cache/tf-sparse-winograd`; --no-cache or TFSW_BUILD_CACHE=off turns it off), each under a
+key that covers everything its compilation reads from us: the compiler (its path and its
+`--version`), every flag but the include directories' paths (TensorFlow's version among them) and
+the contents of every file under cc/. A second install of the same sources with the same compiler and
+TensorFlow (a new venv, `pip install .` after `pip install -e .`) then only links, in seconds
+instead of minutes on two cores; any change to a source, a header or a flag compiles anew.
 The flags come from `tf.sysconfig` of the TensorFlow this interpreter imports: inside pip's
 isolated build that is the one the build backend put there (build_backend.py); when there is none,
 they are read by running the same Python in a subprocess without the isolation variables, which
@@ -27,6 +35,7 @@ This module must import nothing but the standard library: it runs inside pip's i
 
 import argparse
 import concurrent.futures
+import hashlib
 import json
 import os
 import shlex
@@ -113,20 +122,75 @@ def tensorflow_info(python=None):
         f"{python}). Install tensorflow first. Output:\n{result.stdout}\n{result.stderr}")
 
 
-def _compile(cxx, source, obj, flags):
+def object_cache_dir():
+    """Where compiled objects are cached (see the module docstring), or None when it is off."""
+    configured = os.environ.get("TFSW_BUILD_CACHE")
+    if configured is not None:
+        return None if configured.lower() in ("", "0", "off", "none") else configured
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "tf-sparse-winograd")
+
+
+def sources_digest():
+    """sha256 of every file under cc/ (names and contents): what any translation unit includes."""
+    digest = hashlib.sha256()
+    for directory, subdirectories, files in sorted(os.walk(CC_DIR)):
+        subdirectories.sort()
+        for name in sorted(files):
+            path = os.path.join(directory, name)
+            digest.update(os.path.relpath(path, CC_DIR).encode() + b"\0")
+            with open(path, "rb") as f:
+                digest.update(f.read() + b"\0")
+    return digest.hexdigest()
+
+
+def _compiler_identity(cxx):
+    result = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False)
+    return f"{shutil.which(cxx)}\n{result.stdout}"
+
+
+def object_key(compiler_identity, sources, source, flags):
+    """The cache key of one translation unit's object (see the module docstring)."""
+    text = json.dumps([compiler_identity, sources, source, flags])
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _without_include_paths(flags):
+    """`flags` with each include directory's path replaced by its place: where the sources and
+    TensorFlow's headers are varies (pip builds in a temporary environment), what they hold is in
+    the key as the sources' digest and TensorFlow's version."""
+    places = iter(range(len(flags)))
+    return [f"-I<include {next(places)}>" if flag.startswith("-I") else flag for flag in flags]
+
+
+def _compile(cxx, source, obj, flags, cached=None):
+    """Compiles `source` to `obj`, or copies `cached` (a cache path) when it is there; a new
+    object is then stored under that path."""
+    if cached is not None and os.path.exists(cached):
+        shutil.copyfile(cached, obj)
+        return obj
     command = [cxx, "-c", source, "-o", obj] + flags
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise BuildError(f"Compilation failed: {shlex.join(command)}\n{result.stderr}")
+    if cached is not None:
+        try:
+            os.makedirs(os.path.dirname(cached), exist_ok=True)
+            partial = f"{cached}.{os.getpid()}.partial"
+            shutil.copyfile(obj, partial)
+            os.replace(partial, cached)  # readers see a whole object or none
+        except OSError:
+            pass  # a cache that cannot be written only costs the next build its time
     return obj
 
 
 def build_library(output=DEFAULT_OUTPUT, cxx=None, jobs=None, verbose=True, sanitize=False,
-                  benchmark=False):
+                  benchmark=False, use_cache=True):
     """Compiles and links the op library to `output`; returns its path.
 
     `sanitize` and `benchmark` build the variants of the module docstring, which must be written
-    elsewhere than the package's library (`output` then has no default).
+    elsewhere than the package's library (`output` then has no default). `use_cache=False`
+    compiles every translation unit even when the object cache holds it.
     """
     variant = [flag for flag, on in (("sanitize", sanitize), ("benchmark", benchmark)) if on]
     if variant and os.path.abspath(output) == os.path.abspath(DEFAULT_OUTPUT):
@@ -145,6 +209,10 @@ def build_library(output=DEFAULT_OUTPUT, cxx=None, jobs=None, verbose=True, sani
     output = os.path.abspath(output)
     os.makedirs(os.path.dirname(output), exist_ok=True)
     include = ["-I" + os.path.join(CC_DIR, "kernels")]
+    cache_dir = object_cache_dir() if use_cache else None
+    if cache_dir is not None:
+        identity, sources = _compiler_identity(cxx), sources_digest()
+    reused = 0
     with tempfile.TemporaryDirectory(prefix="tfsw_build_") as tmp:
         with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
             futures = []
@@ -154,9 +222,16 @@ def build_library(output=DEFAULT_OUTPUT, cxx=None, jobs=None, verbose=True, sani
                          + [f'-DTFSW_TF_VERSION="{info["version"]}"'] + extra_flags)
                 if sanitize and source not in TENSORFLOW_FREE_SOURCES:
                     flags += SANITIZE_TF_HEADER_EXCEPTIONS
-                if verbose:
+                cached = None
+                if cache_dir is not None:
+                    key = object_key(identity, sources, source, _without_include_paths(flags))
+                    cached = os.path.join(cache_dir, key + ".o")
+                if cached is not None and os.path.exists(cached):
+                    reused += 1
+                elif verbose:
                     print(f"[tfsw build] {cxx} {source} {' '.join(extra)}", flush=True)
-                futures.append(pool.submit(_compile, cxx, os.path.join(CC_DIR, source), obj, flags))
+                futures.append(pool.submit(_compile, cxx, os.path.join(CC_DIR, source), obj, flags,
+                                           cached))
             objects = [f.result() for f in futures]
         temp_output = os.path.join(tmp, LIBRARY_NAME)
         command = ([cxx, "-shared", "-o", temp_output] + objects + info["link"] + ["-O3"]
@@ -166,7 +241,8 @@ def build_library(output=DEFAULT_OUTPUT, cxx=None, jobs=None, verbose=True, sani
             raise BuildError(f"Link failed: {shlex.join(command)}\n{result.stderr}")
         shutil.move(temp_output, output)  # atomic enough: a loaded old library stays mapped
     if verbose:
-        print(f"[tfsw build] wrote {output} (TensorFlow {info['version']})", flush=True)
+        from_cache = f"; {reused} of {len(SOURCES)} objects from {cache_dir}" if reused else ""
+        print(f"[tfsw build] wrote {output} (TensorFlow {info['version']}{from_cache})", flush=True)
     return output
 
 
@@ -194,6 +270,8 @@ def main(argv=None):
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--sanitize", action="store_true",
                         help="build with -fsanitize=address,undefined (needs --output)")
+    parser.add_argument("--no-cache", action="store_true",
+                        help="compile every translation unit, even those the object cache holds")
     parser.add_argument("--benchmark", action="store_true",
                         help="also register the stage-timing op of bench/op_speed.py "
                              "(needs --output)")
@@ -202,7 +280,8 @@ def main(argv=None):
         parser.error("--sanitize and --benchmark need --output (outside the package)")
     try:
         build_library(args.output or DEFAULT_OUTPUT, args.cxx, args.jobs,
-                      sanitize=args.sanitize, benchmark=args.benchmark)
+                      sanitize=args.sanitize, benchmark=args.benchmark,
+                      use_cache=not args.no_cache)
     except BuildError as error:
         sys.exit(f"error: {error}")
 
