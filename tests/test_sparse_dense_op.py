@@ -155,10 +155,44 @@ def test_bad_unit_groups_kernels_raise_invalid_argument(change, message):
     args = dict(x=x, row_ptr=row_ptr, col_idx=col_idx, values=values, units=units, bias=None)
     np.testing.assert_array_equal(_op(**args, kernel_layout="unit_groups"),
                                   [[1.0, 2.0], [1.0, 2.0]])
+    # New arrays: the node's cache knows a kernel by its buffers (see the next test).
+    args = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in args.items()}
     change(args)
     with pytest.raises((tf.errors.InvalidArgumentError, ValueError)) as info:
         _op(**args, kernel_layout="unit_groups")
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("batch", [1, 5])
+def test_a_unit_groups_kernel_changed_in_place_after_its_check_never_reads_out_of_bounds(isa,
+                                                                                         batch):
+    """An eager call may read a NumPy array's memory as is; the node checks a kernel once per
+    buffer, so an array changed in place after a call is not checked again. The row pointers are
+    copied when checked and any 8-bit column reads inside its block (zeros past in_features), so
+    hostile changes give wrong numbers but no out-of-bounds read (the sanitizer run checks it)."""
+    use_isa(isa)
+    rng = np.random.default_rng(11)
+    x, kernel, _ = _random_case(rng, batch, 300, 70, 0.3)
+    # TensorFlow reads a 64-byte aligned NumPy input of an op in place.
+    row_ptr, col_idx, values = (_aligned(t.numpy()) for t in ops.pack_dense_kernel(
+        kernel, kernel_layout="unit_groups"))
+    y = _op(x, row_ptr, col_idx, values, 70, kernel_layout="unit_groups").numpy()
+    np.testing.assert_allclose(y, x @ kernel, rtol=1e-4, atol=1e-4)
+    col_idx[:] = 255
+    row_ptr[1:] = np.iinfo(np.int32).max
+    # Checked again, these would be rejected: computing proves that the node used its copy.
+    y = _op(x, row_ptr, col_idx, values, 70, kernel_layout="unit_groups").numpy()
+    assert y.shape == (batch, 70)
+
+
+def _aligned(array):
+    """A copy of `array` whose data starts on a 64-byte boundary."""
+    buffer = np.empty(array.nbytes + 64, np.uint8)
+    start = -buffer.ctypes.data % 64
+    out = buffer[start:start + array.nbytes].view(array.dtype)
+    out[:] = array
+    return out
 
 
 def test_feature_rows_reject_uint8_indices():

@@ -239,7 +239,12 @@ absl::Status CheckDenseKernelInPlace(const DenseIsaKernel& kernel, const Tensor&
                            kDenseIndexPadding, " bytes of padding). Received: col_idx.shape=",
                            col_idx.shape().DebugString());
   }
-  const int32_t* rp = row_ptr.flat<int32_t>().data();
+  // The row pointers bound every read of the kernel: they are copied, and the copy is checked.
+  // The columns and values are read in place; a column changed after this check reads an input
+  // of its block, or the zeros past in_features (sparse_dense_impl.inc), never out of bounds.
+  const int32_t* in = row_ptr.flat<int32_t>().data();
+  result->owned_row_ptr.assign(in, in + rows + 1);
+  const int32_t* rp = result->owned_row_ptr.data();
   TF_RETURN_IF_ERROR(CheckRowPointers(kernel.non_decreasing, rp, rows, nnz));
   const uint8_t* ci = col_idx.flat<uint8_t>().data();
   const int64_t last_block = result->feature_blocks - 1;
@@ -262,7 +267,7 @@ absl::Status CheckDenseKernelInPlace(const DenseIsaKernel& kernel, const Tensor&
       }
     }
   }
-  result->tensors = {row_ptr, col_idx, values};
+  result->tensors = {col_idx, values};
   result->row_ptr = rp;
   result->col_idx = ci;
   result->values = values.flat<float>().data();

@@ -71,9 +71,9 @@ absl::Status GenerateProducts(const tensorflow::Tensor& row_ptr, const tensorflo
 
 // A sparse fully connected kernel in the layout the kernel reads (see DenseParams): rows by unit
 // group, feature block and output unit, all indices in range, row_ptr non-decreasing from 0 to
-// nnz, col_idx followed by kDenseIndexPadding readable bytes. A kernel given in that layout
-// ('unit_groups') is read in place: `tensors` hold its buffers, so that they stay valid and
-// unchanged while the kernel is used (see CheckedCache). A kernel given by input feature
+// nnz, col_idx followed by kDenseIndexPadding readable bytes. Of a kernel given in that layout
+// ('unit_groups') the row pointers are copied (`owned_row_ptr`) and the columns and values read
+// in place, `tensors` holding their buffers (see CheckedCache). A kernel given by input feature
 // ('feature_rows') is regrouped into `owned_*` copies, values included.
 struct CheckedDenseKernel {
   int64_t feature_blocks = 0;
@@ -95,9 +95,9 @@ absl::Status CheckDenseKernel(const DenseIsaKernel& kernel, const tensorflow::Te
 
 // Checks a kernel given in the kernel's own layout (row_ptr: DenseKernelRows(feature_blocks,
 // units) + 1 int32; col_idx: uint8, nnz + kDenseIndexPadding; values: float, nnz; their shapes
-// were checked) without copying it: the rows past the last unit must be empty and the columns
-// of the last feature block below in_features' remainder. InvalidArgument names the first bad
-// element.
+// were checked), copying only its row pointers: the rows past the last unit must be empty and the
+// columns of the last feature block below in_features' remainder. InvalidArgument names the
+// first bad element.
 absl::Status CheckDenseKernelInPlace(const DenseIsaKernel& kernel,
                                      const tensorflow::Tensor& row_ptr,
                                      const tensorflow::Tensor& col_idx,
