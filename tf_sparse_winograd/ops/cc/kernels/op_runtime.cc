@@ -141,6 +141,10 @@ absl::Status CheckValuesAndBias(const Tensor& col_idx, const Tensor& values, con
                            values.shape().DebugString(), ", col_idx.shape=",
                            col_idx.shape().DebugString());
   }
+  return CheckBias(bias, outputs, outputs_name);
+}
+
+absl::Status CheckBias(const Tensor& bias, int64_t outputs, const char* outputs_name) {
   if (bias.NumElements() != 0 && bias.NumElements() != outputs) {
     return InvalidArgument("bias must have 0 or ", outputs_name, " = ", outputs,
                            " elements. Received: bias.shape=", bias.shape().DebugString());

@@ -30,6 +30,9 @@ absl::Status CheckValuesAndBias(const tensorflow::Tensor& col_idx,
                                 const tensorflow::Tensor& values, const tensorflow::Tensor& bias,
                                 int64_t outputs, const char* outputs_name);
 
+// `bias` is empty or has one value per output (`outputs`, called `outputs_name` in the message).
+absl::Status CheckBias(const tensorflow::Tensor& bias, int64_t outputs, const char* outputs_name);
+
 // The kernels the ops run, both for the one instruction set of the process: the best one this
 // CPU runs (chosen once, from the CPU's features), unless another was forced with tfsw_force_isa
 // (below).

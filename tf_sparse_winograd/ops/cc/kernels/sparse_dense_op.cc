@@ -65,33 +65,27 @@ class SparseDenseOp : public OpKernel {
                 InvalidArgument("At most 2^31 - 1 nonzeros are supported. Received: ",
                                 values.NumElements()));
     const DenseIsaKernel& kernel = SelectDenseKernel();
-    std::shared_ptr<const CheckedDenseKernel> checked;
-    if (unit_groups_) {
-      OP_REQUIRES(ctx, bias.NumElements() == 0 || bias.NumElements() == units_,
-                  InvalidArgument("bias must have 0 or units = ", units_,
-                                  " elements. Received: bias.shape=",
-                                  bias.shape().DebugString()));
-      OP_REQUIRES_OK(ctx, checked_kernels_.Get(
-                              {&row_ptr, &col_idx, &values}, {units_, in_features},
-                              [&](std::shared_ptr<const CheckedDenseKernel>* view) {
-                                return CheckDenseKernelInPlace(kernel, row_ptr, col_idx, values,
-                                                               in_features, units_, view);
-                              },
-                              &checked));
+    if (unit_groups_) {  // the layout's own lengths are checked with the kernel
+      OP_REQUIRES_OK(ctx, CheckBias(bias, units_, "units"));
     } else {
       OP_REQUIRES(ctx, row_ptr.NumElements() == in_features + 1,
                   InvalidArgument("row_ptr must have in_features + 1 = ", in_features + 1,
                                   " elements (a row per input feature). Received: "
                                   "row_ptr.shape=", row_ptr.shape().DebugString()));
       OP_REQUIRES_OK(ctx, CheckValuesAndBias(col_idx, values, bias, units_, "units"));
-      OP_REQUIRES_OK(ctx, checked_kernels_.Get(
-                              {&row_ptr, &col_idx, &values}, {units_, in_features},
-                              [&](std::shared_ptr<const CheckedDenseKernel>* copy) {
-                                return CheckDenseKernel(kernel, row_ptr, col_idx, values, units_,
-                                                        copy);
-                              },
-                              &checked));
     }
+    std::shared_ptr<const CheckedDenseKernel> checked;
+    OP_REQUIRES_OK(ctx, checked_kernels_.Get(
+                            {&row_ptr, &col_idx, &values}, {units_, in_features},
+                            [&](std::shared_ptr<const CheckedDenseKernel>* result) {
+                              return unit_groups_
+                                         ? CheckDenseKernelInPlace(kernel, row_ptr, col_idx,
+                                                                   values, in_features, units_,
+                                                                   result)
+                                         : CheckDenseKernel(kernel, row_ptr, col_idx, values,
+                                                            units_, result);
+                            },
+                            &checked));
 
     TensorShape out_shape;
     const int64_t out_dims[2] = {batch, units_};
