@@ -163,25 +163,20 @@ def _without_include_paths(flags):
     return [f"-I<include {next(places)}>" if flag.startswith("-I") else flag for flag in flags]
 
 
-def _compile(cxx, source, obj, flags, cached=None):
-    """Compiles `source` to `obj`, or copies `cached` (a cache path) when it is there; a new
-    object is then stored under that path."""
-    if cached is not None and os.path.exists(cached):
-        shutil.copyfile(cached, obj)
-        return obj
+def _compile(cxx, source, obj, flags, cache_path=None):
+    """Compiles `source` to `obj`, and stores a copy of it at `cache_path` (if given)."""
     command = [cxx, "-c", source, "-o", obj] + flags
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise BuildError(f"Compilation failed: {shlex.join(command)}\n{result.stderr}")
-    if cached is not None:
+    if cache_path is not None:
         try:
-            os.makedirs(os.path.dirname(cached), exist_ok=True)
-            partial = f"{cached}.{os.getpid()}.partial"
+            os.makedirs(os.path.dirname(cache_path), exist_ok=True)
+            partial = f"{cache_path}.{os.getpid()}.partial"
             shutil.copyfile(obj, partial)
-            os.replace(partial, cached)  # readers see a whole object or none
+            os.replace(partial, cache_path)  # readers see a whole object or none
         except OSError:
             pass  # a cache that cannot be written only costs the next build its time
-    return obj
 
 
 def build_library(output=DEFAULT_OUTPUT, cxx=None, jobs=None, verbose=True, sanitize=False,
@@ -215,24 +210,30 @@ def build_library(output=DEFAULT_OUTPUT, cxx=None, jobs=None, verbose=True, sani
     reused = 0
     with tempfile.TemporaryDirectory(prefix="tfsw_build_") as tmp:
         with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-            futures = []
+            objects, compiles = [], []
             for i, (source, extra) in enumerate(SOURCES.items()):
                 obj = os.path.join(tmp, f"{i}.o")
+                objects.append(obj)
                 flags = (COMMON_FLAGS + extra + include + info["compile"]
                          + [f'-DTFSW_TF_VERSION="{info["version"]}"'] + extra_flags)
                 if sanitize and source not in TENSORFLOW_FREE_SOURCES:
                     flags += SANITIZE_TF_HEADER_EXCEPTIONS
-                cached = None
+                cache_path = None
                 if cache_dir is not None:
                     key = object_key(identity, sources, source, _without_include_paths(flags))
-                    cached = os.path.join(cache_dir, key + ".o")
-                if cached is not None and os.path.exists(cached):
-                    reused += 1
-                elif verbose:
+                    cache_path = os.path.join(cache_dir, key + ".o")
+                    try:
+                        shutil.copyfile(cache_path, obj)
+                        reused += 1
+                        continue
+                    except OSError:
+                        pass  # not cached yet
+                if verbose:
                     print(f"[tfsw build] {cxx} {source} {' '.join(extra)}", flush=True)
-                futures.append(pool.submit(_compile, cxx, os.path.join(CC_DIR, source), obj, flags,
-                                           cached))
-            objects = [f.result() for f in futures]
+                compiles.append(pool.submit(_compile, cxx, os.path.join(CC_DIR, source), obj,
+                                            flags, cache_path))
+            for compile_ in compiles:
+                compile_.result()  # raises the first BuildError
         temp_output = os.path.join(tmp, LIBRARY_NAME)
         command = ([cxx, "-shared", "-o", temp_output] + objects + info["link"] + ["-O3"]
                    + (SANITIZE_FLAGS if sanitize else []))
