@@ -6,6 +6,7 @@ pairwise-covering sample of the large grid (sizes, channels, batch, density, opt
 """
 
 import concurrent.futures
+import contextlib
 import itertools
 import os
 import random
@@ -80,6 +81,16 @@ def run_op(x, u, bias, tile_size, padding, winograd_relu, activation, isa=None,
                                       max_pool_2x2=max_pool_2x2, debug_fill_nan=True).numpy()
 
 
+@contextlib.contextmanager
+def _functions_run_eagerly():
+    saved = tf.config.functions_run_eagerly()
+    tf.config.run_functions_eagerly(True)
+    try:
+        yield
+    finally:
+        tf.config.run_functions_eagerly(saved)
+
+
 def check_case(seed, h, w, tile_size, cin, cout, batch, density, padding, winograd_relu,
                use_bias, activation, isa, max_pool_2x2=False):
     rng = np.random.default_rng(seed)
@@ -110,11 +121,14 @@ def check_case(seed, h, w, tile_size, cin, cout, batch, density, padding, winogr
     assert_close(y, expected, bound, RTOL, "op " + what)
     if OP_LIBRARY_ONLY:
         return
-    # The package's pure-TF reference implementation, from the dense kernel.
-    y_ref = ops.sparse_winograd_conv2d(x, u, bias, tile_size=tile_size, padding=padding,
-                                       winograd_relu=winograd_relu, activation=activation,
-                                       max_pool_2x2=max_pool_2x2,
-                                       implementation="reference").numpy()
+    # The package's pure-TF reference implementation, from the dense kernel: its ops run one by
+    # one here (XLA would compile every case's new shape, ~1-4 s each); test_winograd_conv2d
+    # checks the same transforms compiled, as training runs them.
+    with _functions_run_eagerly():
+        y_ref = ops.sparse_winograd_conv2d(x, u, bias, tile_size=tile_size, padding=padding,
+                                           winograd_relu=winograd_relu, activation=activation,
+                                           max_pool_2x2=max_pool_2x2,
+                                           implementation="reference").numpy()
     assert_close(y_ref, expected, bound, RTOL, "reference " + what)
 
 
