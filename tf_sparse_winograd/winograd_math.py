@@ -3,16 +3,18 @@
 Stride-1 3x3 correlation as Y = A^T [U . V] A per output tile, written so that every stage runs on
 a fast TensorFlow kernel and there is no Python loop over tiles:
 
-  1. input transform: the (zero-padded) input is cut into overlapping a x a tiles with stride m and
-     each tile d becomes V = B^T d B. Since every element of V is a fixed linear combination of the
-     tile, this is one depthwise convolution with a^2 fixed a x a filters (the outer products of
-     rows of B^T) and stride m.
+  1. input transform: the (zero-padded) input is cut into overlapping a x a tiles with stride m,
+     as a = m + 2 strided slices (one per offset in the tile), and each tile d becomes
+     V = B^T d B by the few additions and scalings the sparse B^T needs, rows then columns. XLA
+     compiles the whole transform (`jit_compile`) into one pass over the input; its gradient is
+     written by hand.
   2. element-wise stage: for each of the a^2 Winograd coordinates p, M_p = V_p U_p, a batched
      matrix product (tiles x in_channels) @ (in_channels x filters).
-  3. output transform: Y = A^T M A is a fixed (m^2 x a^2) matrix applied along the coordinate axis,
-     one plain matmul; the m x m outputs of each tile are then put back in place and cropped.
+  3. output transform: Y = A^T M A in the same way (slices of M per coordinate, additions,
+     compiled by XLA); the m x m outputs of each tile are put back in place and cropped.
 
-All functions accept float32/float64/float16 tensors and shapes that are only known at run time.
+XLA compiles the transforms once per input shape. All functions accept float32/float64/float16
+tensors; the batch and spatial sizes may be known only at run time.
 """
 
 import tensorflow as tf
