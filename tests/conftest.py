@@ -3,7 +3,6 @@ module (layer name counters, cached graphs), so that modules do not depend on th
 in and the process does not keep every module's models. Shared helpers live in support.py and
 winograd_reference.py (tests-only modules; pytest puts tests/ on sys.path)."""
 
-import gc
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -15,5 +14,4 @@ import pytest  # noqa: E402  pylint: disable=wrong-import-position
 @pytest.fixture(autouse=True, scope="module")
 def _clear_keras_state_after_module():
     yield
-    keras.backend.clear_session()
-    gc.collect()
+    keras.backend.clear_session()  # also runs gc.collect() (free_memory=True)
