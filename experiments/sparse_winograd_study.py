@@ -2,9 +2,9 @@
 
 One command trains (or resumes) the whole grid with train.py, then writes one JSON of results:
 
-  python experiments/sparse_winograd_study.py --root=/work/study-runs/fmnist
-  python experiments/sparse_winograd_study.py --root=/work/study-runs/fmnist --action=status
-  python experiments/sparse_winograd_study.py --root=/work/study-runs/fmnist --action=speed
+  python experiments/sparse_winograd_study.py --root=/tmp/study --archive=experiments/study_archive
+  python experiments/sparse_winograd_study.py --root=/tmp/study --archive=... --action=status
+  python experiments/sparse_winograd_study.py --root=/tmp/study --archive=... --action=speed
   python report.py --study=docs/results/study/study.json --out_dir=docs/results/study
 
 The grid (docs/results.md states the budget that was run):
@@ -21,7 +21,10 @@ The grid (docs/results.md states the budget that was run):
 
 Every unit of work is one train.py process (its flags are written next to its checkpoints); a
 unit whose results.json exists is skipped and an interrupted one resumes from its last epoch, so
-rerunning the same command continues the sweep. Units run in priority order (spatial and
+rerunning the same command continues the sweep. With --archive (a directory committed with the
+repository) every finished unit's results, and the weights that later units start from, are kept
+there and restored into an empty --root, so the sweep also continues on a new machine; only the
+unit running when a session ends is lost. Units run in priority order (spatial and
 winograd_relu first, seed by seed, so that the central comparison completes first), --workers at a
 time.
 The process group can be paused (kill -STOP -<pgid>) and resumed (kill -CONT) at any time.
@@ -35,8 +38,10 @@ machine (pause the sweep first: it pauses the group in --pid_file itself with --
 
 import collections
 import dataclasses
+import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -56,6 +61,12 @@ ARCHITECTURES = {
 ACTIONS = ("train", "collect", "status", "speed")
 
 _ROOT = flags.DEFINE_string("root", None, "Study directory: runs/, logs/, speed.json.")
+_ARCHIVE = flags.DEFINE_string(
+    "archive", None,
+    "A directory kept with the repository that holds every finished unit's results, and the "
+    "weights that later units (dense) or the speed pass (--speed_seed) start from. It is "
+    "restored into --root before any action, so the sweep resumes on a machine whose --root "
+    "is empty; a finished unit is added to it at once.")
 _ACTION = flags.DEFINE_enum("action", "train", ACTIONS,
                             "train: run or resume the grid, then collect. collect: write the "
                             "JSON. status: print what is done. speed: the inference timing pass.")
@@ -94,7 +105,9 @@ _RESUME_HINT = flags.DEFINE_string("resume_hint", None,
 _PAUSE_SWEEP = flags.DEFINE_bool("pause_sweep", False,
                                  "speed: SIGSTOP the process group in --pid_file while timing, "
                                  "SIGCONT after.")
-_SPEED_SEED = flags.DEFINE_integer("speed_seed", 0, "speed: the seed whose models are timed.")
+_SPEED_SEED = flags.DEFINE_integer("speed_seed", 1,
+                                   "speed: the seed whose models are timed (the archive keeps "
+                                   "this seed's weights; seed 0's dense weights were lost).")
 _SPEED_ROUNDS = flags.DEFINE_integer("speed_rounds", 7, "speed: interleaved rounds.")
 _MAX_LOAD = flags.DEFINE_float("max_load", 0.5,
                                "speed: refuse to time while other processes use more than this "
@@ -169,7 +182,101 @@ def phase_dir(root, unit):
 
 
 def is_done(root, unit):
-    return os.path.exists(os.path.join(phase_dir(root, unit), "results.json"))
+    return (os.path.exists(os.path.join(phase_dir(root, unit), "results.json"))
+            or legacy_record(unit) is not None)
+
+
+def has_weights(root, unit):
+    return os.path.exists(os.path.join(phase_dir(root, unit), WEIGHTS_FILE))
+
+
+# --------------------------------------------------------------------------------- the archive
+# <archive>/<unit name>/ holds results.json, progress.jsonl and flags.json of the unit's phase,
+# prune_results.json (one-shot: the accuracy right after pruning) and, for dense units and the
+# speed seed, model.weights.h5.gz. A unit whose directory holds only record.json was collected
+# before the archive existed: its JSON record is all that is left (no weights to continue from).
+ARCHIVED_FILES = ("results.json", "progress.jsonl", "flags.json")
+WEIGHTS_FILE = "model.weights.h5"
+
+
+def archive_dir(unit):
+    return os.path.join(_ARCHIVE.value, unit.name) if _ARCHIVE.value else None
+
+
+def legacy_record(unit):
+    """The collected record of a unit archived without its files, or None."""
+    directory = archive_dir(unit)
+    path = directory and os.path.join(directory, "record.json")
+    return _read_json(path) if path and os.path.exists(path) else None
+
+
+def keeps_weights(unit):
+    return unit.method == "dense" or unit.seed == _SPEED_SEED.value
+
+
+def _prune_results(root, unit):
+    return os.path.join(model_dir(root, unit), f"prune_d{unit.density:g}", "results.json")
+
+
+def archive_unit(root, unit):
+    """Copies a finished unit's files into the archive (written aside, then renamed into place)."""
+    source, target = phase_dir(root, unit), archive_dir(unit)
+    partial = target + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    for name in ARCHIVED_FILES:
+        if os.path.exists(os.path.join(source, name)):
+            shutil.copyfile(os.path.join(source, name), os.path.join(partial, name))
+    if unit.method == "one_shot" and os.path.exists(_prune_results(root, unit)):
+        shutil.copyfile(_prune_results(root, unit), os.path.join(partial, "prune_results.json"))
+    if keeps_weights(unit):
+        with open(os.path.join(source, WEIGHTS_FILE), "rb") as f:
+            # mtime=0: the same weights give the same bytes, so git sees no change on a re-run.
+            with gzip.GzipFile(os.path.join(partial, WEIGHTS_FILE + ".gz"), "wb",
+                               mtime=0) as out:
+                shutil.copyfileobj(f, out)
+    shutil.rmtree(target, ignore_errors=True)
+    os.rename(partial, target)
+
+
+def restore_archive(root):
+    """Writes the archived units that --root lacks into it; results.json last (it marks done)."""
+    if not _ARCHIVE.value:
+        return
+    for unit in grid():
+        source, target = archive_dir(unit), phase_dir(root, unit)
+        if (not os.path.isdir(source) or legacy_record(unit) is not None
+                or os.path.exists(os.path.join(target, "results.json"))):
+            continue
+        os.makedirs(target, exist_ok=True)
+        weights = os.path.join(source, WEIGHTS_FILE + ".gz")
+        if os.path.exists(weights):
+            with gzip.open(weights, "rb") as f, open(os.path.join(target, WEIGHTS_FILE),
+                                                     "wb") as out:
+                shutil.copyfileobj(f, out)
+        if os.path.exists(os.path.join(source, "prune_results.json")):
+            os.makedirs(os.path.dirname(_prune_results(root, unit)), exist_ok=True)
+            shutil.copyfile(os.path.join(source, "prune_results.json"),
+                            _prune_results(root, unit))
+        for name in sorted(ARCHIVED_FILES, key=lambda n: n == "results.json"):
+            if os.path.exists(os.path.join(source, name)):
+                shutil.copyfile(os.path.join(source, name), os.path.join(target, name))
+
+
+def archive_finished(root):
+    """Archives the units done in --root but not yet in the archive (e.g. after a kill)."""
+    if not _ARCHIVE.value:
+        return
+    for unit in grid():
+        if (os.path.exists(os.path.join(phase_dir(root, unit), "results.json"))
+                and not os.path.isdir(archive_dir(unit))):
+            archive_unit(root, unit)
+
+
+def blocked_by_lost_weights(root, unit):
+    """A pruned unit whose dense model is done but whose weights were not kept."""
+    dense = unit.depends_on
+    return dense is not None and is_done(root, dense) and not has_weights(root, dense)
 
 
 def train_flags(root, unit):
@@ -219,7 +326,13 @@ def run_grid(root):
     if _THREADS.value:
         env["TF_NUM_INTRAOP_THREADS"] = str(_THREADS.value)
         env["TF_NUM_INTEROP_THREADS"] = "1"
+    archive_finished(root)
     pending = [u for u in grid() if not is_done(root, u)]
+    lost = [u for u in pending if blocked_by_lost_weights(root, u)]
+    if lost:
+        write_status(f"study: {len(lost)} units cannot start, their dense model's weights were "
+                     f"not kept: {', '.join(u.name for u in lost)}")
+    pending = [u for u in pending if u not in lost]
     running, failed = {}, set()
     total = len(grid())
     while pending or running:
@@ -230,6 +343,8 @@ def run_grid(root):
                     failed.add(unit)
                     write_status(f"study: {unit.name} failed (exit {proc.returncode}); see "
                                  f"{root}/logs/{unit.name}.log")
+                elif _ARCHIVE.value:
+                    archive_unit(root, unit)
         blocked = {u for u in pending if u.depends_on in failed}
         pending = [u for u in pending if u not in blocked]
         failed |= blocked
@@ -268,6 +383,9 @@ def _read_json(path):
 def dense_curve(root, unit):
     """[(epoch, val_accuracy, val_loss, accuracy, seconds since the previous epoch end)]."""
     from tf_sparse_winograd.training import checkpointing
+    legacy = legacy_record(unit)
+    if legacy is not None:
+        return legacy.get("curve" if unit.method == "dense" else "retrain_curve", [])
     records = checkpointing.read_progress(phase_dir(root, unit))
     curve, last_time = [], None
     for r in records:
@@ -316,6 +434,9 @@ def collect(root):
     for unit in grid():
         if not is_done(root, unit):
             continue
+        if legacy_record(unit) is not None:
+            records.append(legacy_record(unit))
+            continue
         record = {"arch": unit.arch, "seed": unit.seed, "method": unit.method,
                   "density": unit.density, **ARCHITECTURES[unit.arch]}
         final = _read_json(os.path.join(phase_dir(root, unit), "results.json"))
@@ -324,10 +445,8 @@ def collect(root):
             record["curve"] = dense_curve(root, unit)
         else:
             record["sparsity"] = final.get("sparsity")
-            prune_results = os.path.join(model_dir(root, unit), f"prune_d{unit.density:g}",
-                                         "results.json")
-            if unit.method == "one_shot" and os.path.exists(prune_results):
-                record["after_pruning"] = _summary(_read_json(prune_results))
+            if unit.method == "one_shot" and os.path.exists(_prune_results(root, unit)):
+                record["after_pruning"] = _summary(_read_json(_prune_results(root, unit)))
             record["retrain_curve"] = dense_curve(root, unit)
             if unit.method == "gradual":
                 record["gradual_end_step"] = final.get("gradual_end_step")
@@ -383,6 +502,10 @@ def status(root):
         left += epochs * sorted(measured)[len(measured) // 2]
     print(f"{len(done)}/{len(units)} units done. Pending: "
           + ", ".join(u.name for u in units if u not in done))
+    lost = [u for u in units if u not in done and blocked_by_lost_weights(root, u)]
+    if lost:
+        print("Cannot start (the dense model's weights were not kept): "
+              + ", ".join(u.name for u in lost))
     print(f"Estimated time left: {left / 3600:.1f} hours of one train.py process at the median "
           "epoch time measured so far (wall time, including any load or pauses then)")
 
@@ -466,9 +589,10 @@ def _time_exports(root, load_before):
             pruning="gradual" if unit.method == "gradual" else "one_shot")
 
     reference = Unit("spatial", seed, "dense")
-    if not is_done(root, reference):
-        raise FileNotFoundError(f"The dense spatial model of seed {seed} is not trained yet.")
-    units = [u for u in grid() if u.seed == seed and is_done(root, u)]
+    if not has_weights(root, reference):
+        raise FileNotFoundError(f"The dense spatial model of seed {seed} is not trained (or its "
+                                "weights were not kept).")
+    units = [u for u in grid() if u.seed == seed and has_weights(root, u)]
     for unit in units:
         model = phases.restore_model(config_of(unit), "dense" if unit.method == "dense"
                                      else "retrain")
@@ -513,6 +637,7 @@ def main(argv):
         raise app.UsageError("--root is required: the study directory.")
     check_grid()
     root = os.path.abspath(_ROOT.value)
+    restore_archive(root)
     if _ACTION.value == "train":
         ok = run_grid(root)
         collect(root)

@@ -48,7 +48,8 @@ def test_tiny_study_trains_resumes_and_reports(tmp_path):
             "--gradual_densities=0.5", "--width=0.0625", "--dense_epochs=1",
             "--retrain_epochs=2", "--batch_size=16", "--analysis_batches=1",
             f"--extra_train_flags=--data_dir={idx}", "--workers=2",
-            f"--status_file={tmp_path / 'status'}", f"--pid_file={tmp_path / 'pid'}"]
+            f"--status_file={tmp_path / 'status'}", f"--pid_file={tmp_path / 'pid'}",
+            f"--archive={tmp_path / 'archive'}"]
     _study(args)
     with open(os.path.join(root, "study.json")) as f:
         study = json.load(f)
@@ -66,6 +67,21 @@ def test_tiny_study_trains_resumes_and_reports(tmp_path):
     assert logs == {n: os.path.getsize(os.path.join(root, "logs", n)) for n in logs}
     with open(os.path.join(root, "study.json")) as f:
         assert json.load(f)["runs"] == study["runs"]
+    # A new machine: an empty --root and the archive give the same JSON, and train nothing.
+    new_root = str(tmp_path / "new_machine")
+    _study([a.replace(root, new_root) for a in args])
+    assert not os.listdir(os.path.join(new_root, "logs"))
+    with open(os.path.join(new_root, "study.json")) as f:
+        assert json.load(f)["runs"] == study["runs"]
+    archived = sorted(os.listdir(str(tmp_path / "archive")))
+    assert len(archived) == 9 and not any(n.endswith(".partial") for n in archived)
+    # Dense weights are kept (later units start from them); pruned ones only for --speed_seed.
+    assert os.path.exists(tmp_path / "archive" / "spatial-s2-dense" / "model.weights.h5.gz")
+    assert os.path.exists(tmp_path / "archive" / "spatial-s1-gradual-d0.5" / "model.weights.h5.gz")
+    assert not os.path.exists(tmp_path / "archive" / "spatial-s2-one_shot-d0.5"
+                              / "model.weights.h5.gz")
+    assert os.path.exists(os.path.join(new_root, "runs", "spatial", "seed0", "dense",
+                                       "model.weights.h5"))
     # report.py --study writes the tables and the four figures.
     out_dir = str(tmp_path / "report")
     support.run_script(support.REPORT_PY, f"--study={root}/study.json", f"--out_dir={out_dir}",
@@ -74,6 +90,30 @@ def test_tiny_study_trains_resumes_and_reports(tmp_path):
                  "study_accuracy_vs_multiplies.png", "study_dense_curves.png",
                  "study_activation_density.png"):
         assert os.path.exists(os.path.join(out_dir, name)), name
+
+
+def test_units_archived_without_weights_are_collected_and_block_their_dependents(tmp_path):
+    archive = tmp_path / "archive"
+    dense = _record("spatial", 0, "dense", 1.0, 0.93)
+    dense["curve"] = [{"epoch": 1, "val_accuracy": 0.9, "seconds": 60.0}]
+    for name, record in (("spatial-s0-dense", dense),
+                         ("spatial-s0-one_shot-d0.4", _record("spatial", 0, "one_shot", 0.4,
+                                                              0.92, pruned=0.8))):
+        os.makedirs(archive / name)
+        with open(archive / name / "record.json", "w") as f:
+            json.dump(record, f)
+    args = [f"--root={tmp_path / 'root'}", f"--archive={archive}", "--archs=spatial",
+            "--densities=0.4,0.1", "--gradual_densities=0.1"]
+    out = _study(args + ["--action=status"]).stdout
+    assert any(line.startswith("2/12 units done") for line in out.splitlines())
+    blocked = next(l for l in out.splitlines() if l.startswith("Cannot start"))
+    assert blocked.split(": ")[1].split(", ") == ["spatial-s0-one_shot-d0.1",
+                                                  "spatial-s0-gradual-d0.1"]
+    _study(args + ["--action=collect", f"--out={tmp_path / 'study.json'}"])
+    with open(tmp_path / "study.json") as f:
+        study = json.load(f)
+    assert [r["final"]["eval_accuracy"] for r in study["runs"]] == [0.93, 0.92]
+    assert study["progress"]["done"] == 2
 
 
 def _record(arch, seed, method, density, accuracy, pruned=None):
