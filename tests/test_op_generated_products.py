@@ -315,6 +315,33 @@ def test_auto_keeps_the_csr_loop_for_few_tiles_and_code_above_the_budget():
     assert generated_code_bytes() == before
 
 
+def test_auto_keeps_the_csr_loop_for_kernels_its_shared_column_rows_run():
+    # Complete rows and filters pruned in blocks of 4 run the CSR loop's shared-column
+    # micro-kernels, which the generated code did not beat (sparse_products_jit.h).
+    use_isa("avx512")
+    rng = np.random.default_rng(75)
+    x = rng.standard_normal((16, 16, 16, 32)).astype(np.float32)  # 256 tiles a call
+    dense = rng.standard_normal((6, 6, 32, 40)).astype(np.float32)
+    block_mask = rng.random((6, 6, 32, 10)) < 0.4
+    blocked = dense * np.repeat(block_mask, 4, axis=3)
+    before = generated_code_bytes()
+    for u in (dense, blocked):
+        packed = ops.pack_kernel(u)
+        fn = tf.function(lambda x, packed=packed: ops.sparse_winograd_conv2d(
+            x, packed, tile_size=4, debug_fill_nan=True))
+        expected, bound = same_conv_reference(x[:2], u, tile_size=4)
+        assert_close(fn(x)[:2], expected, bound, RTOL)
+        assert generated_code_bytes() == before
+    # The same kernel with a tenth of its weights pruned at random: plain sparse rows.
+    unblocked = blocked * (rng.random(blocked.shape) < 0.9)
+    packed = ops.pack_kernel(unblocked)
+    fn = tf.function(lambda x: ops.sparse_winograd_conv2d(x, packed, tile_size=4,
+                                                          debug_fill_nan=True))
+    expected, bound = same_conv_reference(x[:2], unblocked, tile_size=4)
+    assert_close(fn(x)[:2], expected, bound, RTOL)
+    assert generated_code_bytes() > before
+
+
 def test_auto_stops_generating_on_a_node_that_meets_many_kernels():
     # An eager kernel shared by many layers would otherwise regenerate code on every call; the
     # unusual tuning attributes give this test its own eager node.

@@ -86,7 +86,8 @@ class SparseWinogradConv2DOp : public OpKernel {
     const bool has_code = kernel.vector_width == 16 || kernel.vector_width == 8;
     if (path == ProductsPath::kCsr || !has_code || num_tiles == 0 ||
         (path == ProductsPath::kAuto &&
-         (!UseGeneratedProducts(kernel.vector_width, num_tiles) ||
+         (!UseGeneratedProducts(kernel.vector_width, num_tiles, col_idx.NumElements(),
+                                checked.shared_column_nonzeros) ||
           generations_.load(std::memory_order_relaxed) >= kMaxAutoGenerations))) {
       return absl::OkStatus();
     }
