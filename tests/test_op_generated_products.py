@@ -277,89 +277,27 @@ def test_code_is_made_once_for_nodes_sharing_a_kernel_and_freed_with_them():
     assert generated_code_bytes() == before
 
 
-def test_auto_generates_code_for_a_vgg_layer_at_batch_32():
+def test_auto_runs_the_csr_loop_and_jit_generates_code():
+    # 'auto' runs the CSR loop, the faster path on whole networks (sparse_products_jit.h): no
+    # code for a VGG-nagadomi layer at batch 32, nor for a dense or block-pruned kernel; 'jit'
+    # makes code for the same kernel.
     use_isa("avx512")
     rng = np.random.default_rng(72)
     x = rng.standard_normal((32, 8, 8, 128)).astype(np.float32)
-    u = random_winograd_kernel(rng, 4, 128, 256, 0.4)
-    packed = ops.pack_kernel(u)
+    sparse = random_winograd_kernel(rng, 4, 128, 256, 0.4)
+    dense = rng.standard_normal((6, 6, 128, 256)).astype(np.float32)
+    blocked = dense * np.repeat(rng.random((6, 6, 128, 64)) < 0.4, 4, axis=3)
     before = generated_code_bytes()
-    fn = tf.function(lambda x: ops.sparse_winograd_conv2d(x, packed, tile_size=4,
-                                                          debug_fill_nan=True))
-    y = fn(x)
-    assert generated_code_bytes() > before
-    expected, bound = same_conv_reference(x[:2], u, tile_size=4)
-    assert_close(y[:2], expected, bound, RTOL)
-
-
-def test_auto_keeps_the_csr_loop_for_few_tiles_and_code_above_the_budget():
-    use_isa("avx512")
-    rng = np.random.default_rng(73)
-    # 4 tiles a call (batch 1, 8x8, tile 4): below the 64 tiles the rule asks for.
-    x = rng.standard_normal((1, 8, 8, 32)).astype(np.float32)
-    u = random_winograd_kernel(rng, 4, 32, 40, 0.4)
-    packed = ops.pack_kernel(u)
-    before = generated_code_bytes()
-    fn = tf.function(lambda x: ops.sparse_winograd_conv2d(x, packed, tile_size=4,
-                                                          debug_fill_nan=True))
-    assert_close(fn(x), *same_conv_reference(x, u, tile_size=4), RTOL)
-    assert generated_code_bytes() == before
-    # A dense 256 -> 256 kernel at tile 4: ~16.5 MB of code, above the 8 MB budget.
-    x = rng.standard_normal((4, 16, 16, 256)).astype(np.float32)
-    u = rng.standard_normal((6, 6, 256, 256)).astype(np.float32)
-    packed = ops.pack_kernel(u)
-    fn = tf.function(lambda x: ops.sparse_winograd_conv2d(x, packed, tile_size=4,
-                                                          debug_fill_nan=True))
-    expected, bound = same_conv_reference(x[:1], u, tile_size=4)
-    assert_close(fn(x)[:1], expected, bound, RTOL)
-    assert generated_code_bytes() == before
-
-
-def test_auto_keeps_the_csr_loop_for_kernels_its_shared_column_rows_run():
-    # Complete rows and filters pruned in blocks of 4 run the CSR loop's shared-column
-    # micro-kernels, which the generated code did not beat (sparse_products_jit.h).
-    use_isa("avx512")
-    rng = np.random.default_rng(75)
-    x = rng.standard_normal((16, 16, 16, 32)).astype(np.float32)  # 256 tiles a call
-    dense = rng.standard_normal((6, 6, 32, 40)).astype(np.float32)
-    block_mask = rng.random((6, 6, 32, 10)) < 0.4
-    blocked = dense * np.repeat(block_mask, 4, axis=3)
-    before = generated_code_bytes()
-    for u in (dense, blocked):
+    for u in (sparse, dense, blocked):
         packed = ops.pack_kernel(u)
         fn = tf.function(lambda x, packed=packed: ops.sparse_winograd_conv2d(
             x, packed, tile_size=4, debug_fill_nan=True))
         expected, bound = same_conv_reference(x[:2], u, tile_size=4)
         assert_close(fn(x)[:2], expected, bound, RTOL)
         assert generated_code_bytes() == before
-    # The same kernel with a tenth of its weights pruned at random: plain sparse rows.
-    unblocked = blocked * (rng.random(blocked.shape) < 0.9)
-    packed = ops.pack_kernel(unblocked)
+    packed = ops.pack_kernel(sparse)
     fn = tf.function(lambda x: ops.sparse_winograd_conv2d(x, packed, tile_size=4,
-                                                          debug_fill_nan=True))
-    expected, bound = same_conv_reference(x[:2], unblocked, tile_size=4)
+                                                          products="jit", debug_fill_nan=True))
+    expected, bound = same_conv_reference(x[:2], sparse, tile_size=4)
     assert_close(fn(x)[:2], expected, bound, RTOL)
     assert generated_code_bytes() > before
-
-
-def test_auto_stops_generating_on_a_node_that_meets_many_kernels():
-    # An eager kernel shared by many layers would otherwise regenerate code on every call; the
-    # unusual tuning attributes give this test its own eager node.
-    use_isa("avx512")
-    rng = np.random.default_rng(74)
-    x = rng.standard_normal((4, 16, 16, 5)).astype(np.float32)
-    kernels = [random_winograd_kernel(rng, 2, 5, 7, 0.5) for _ in range(10)]
-    packed = [ops.pack_kernel(u) for u in kernels]
-    for _ in range(2):
-        for p, u in zip(packed, kernels):
-            y = ops.sparse_winograd_conv2d(x, p, tile_vectors=2, units_per_thread=3,
-                                           debug_fill_nan=True)
-            assert_close(y, *same_conv_reference(x, u), RTOL)
-    # A larger kernel (~36 KB of code against ~2 KB of each cached one): generating it would
-    # add pages even after evicting one cached copy.
-    before = generated_code_bytes()
-    u = random_winograd_kernel(rng, 2, 5, 64, 1.0)
-    y = ops.sparse_winograd_conv2d(x, ops.pack_kernel(u), tile_vectors=2, units_per_thread=3,
-                                   debug_fill_nan=True)
-    assert_close(y, *same_conv_reference(x, u), RTOL)
-    assert generated_code_bytes() <= before

@@ -66,12 +66,11 @@ def sparse_winograd_conv2d(x, packed, bias=None, tile_size=2, padding="SAME",
       tile_vectors, filter_block, units_per_thread: the op's tuning attributes, for experiments
         and tests (see the op's documentation): 0, the default, lets the op choose the fastest
         layout measured. The op computes the same convolution with every value.
-      products: how the op runs its products stage: 'auto' (the default: machine code
-        generated for the kernel when a node first sees it, where the op's measured rule says it
-        pays off - AVX-512, at most 8 MB of code for the kernel, calls of at least 64 tiles -
-        else the CSR loop), 'csr' (always the CSR loop) or 'jit' (the generated code
-        whenever the CPU has AVX-512 or AVX2, whatever its size; for tests and benchmarks). The
-        result is the same to float32 rounding.
+      products: how the op runs its products stage: 'auto' (the default: the op chooses;
+        today the CSR loop, the faster path on whole networks), 'csr' (the CSR loop) or 'jit'
+        (machine code generated for the kernel when a node first sees it, ~7 bytes per nonzero,
+        whenever the CPU has AVX-512 or AVX2; faster for some layers alone, not in a network:
+        docs/performance.md). The result is the same to float32 rounding.
 
     Returns:
       NHWC float32: (N, H, W, filters) for 'same', (N, H - 2, W - 2, filters) for 'valid'; with

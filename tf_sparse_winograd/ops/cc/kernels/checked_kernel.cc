@@ -56,11 +56,6 @@ absl::Status CheckKernel(const IsaKernel& kernel, const Tensor& row_ptr, const T
       }
     }
   }
-  for (int64_t r = 0; r < num_rows; ++r) {
-    const int64_t n = rp[r + 1] - rp[r];
-    if (result->row_kind[r] & kRowComplete) result->shared_column_nonzeros += n;
-    if (result->row_kind[r] & kRowGroupStart) result->shared_column_nonzeros += kGroupRows * n;
-  }
   if (channels <= 65536) {
     result->col_idx16.resize(nnz);
     for (int64_t k = 0; k < nnz; ++k) result->col_idx16[k] = static_cast<uint16_t>(ci[k]);

@@ -39,9 +39,6 @@ struct CheckedKernel {
   std::vector<uint16_t> col_idx16;   // when in_channels <= 65536 (else empty)
   std::vector<int32_t> col_idx;      // when in_channels > 65536 (else empty)
   std::vector<uint8_t> row_kind;     // kRow* bits per row (see ScanColumnsFn)
-  // Nonzeros in rows that the CSR loop runs with a shared-column micro-kernel: complete rows,
-  // and groups of kGroupRows filters with one column list (kRowGroupStart and the rows after it).
-  int64_t shared_column_nonzeros = 0;
 };
 
 // Checks the CSR arrays of a kernel of a^2 * filters rows and `channels` input channels

@@ -230,12 +230,6 @@ std::atomic<int64_t> live_code_bytes{0};
 
 int64_t LiveJitCodeBytes() { return live_code_bytes.load(); }
 
-bool UseGeneratedProducts(int vector_width, int64_t num_tiles, int64_t nonzeros,
-                          int64_t shared_column_nonzeros) {
-  return vector_width == 16 && num_tiles >= kJitMinTiles &&
-         2 * shared_column_nonzeros < nonzeros;
-}
-
 JitSize EstimateJitProducts(const JitKernelView& k, int vector_width) {
   JitSize size;
   const int64_t per_weight = vector_width == 16 ? 7 : 11;

@@ -34,36 +34,21 @@ constexpr int64_t kJitFilterBlock = 64;
 constexpr int kJitMaxRegisterFilters512 = 30;
 constexpr int kJitMaxRegisterFilters256 = 13;
 
-// products='auto' (the op attribute) generates code for a kernel only if it takes at most
-// kJitCodeBudget bytes and most of its nonzeros lie in plain sparse rows, and runs it only on
-// calls of at least kJitMinTiles tiles, with AVX-512 (UseGeneratedProducts); products='jit'
-// generates up to kJitCodeCap and runs it on every call.
-// Measured on AMD EPYC Zen 4 (L2 1 MB per core, L3 32 MB), bench/op_speed.py and
-// bench/model_speed.py, F(4x4), jit against csr (docs/performance.md):
-// - the code of one layer is ~7 bytes per nonzero. Up to ~4 MB it ran as fast as the CSR loop at
-//   density 1.0 or faster; 8x8x128->256 (8.3 MB) 7% slower, 8x8x256->256 (16.5 MB) 65% slower
-//   than the CSR loop's dense rows; at density 0.4 the same layer (6.6 MB) 1.32x faster;
-// - every block of tiles runs the whole code of the layer once, so code fetched from L3 or DRAM
-//   must be shared by several vectors of tiles: the VGG-nagadomi model at batch 1 (4 to 64 tiles
-//   a layer) was 1.36x slower with generated code at density 0.4 (~30 MB of code for the model)
-//   and 1.06x slower at 0.1; at batch 32 (128 tiles and more) 1.08x / 1.07x faster (the op
-//   alone, quiet machine: 1.22x / 1.14x).
-// Measured on an Intel Xeon (family 6 model 167, two 512-bit FMAs per cycle, L2 2 MB per core):
-// the generated code is fetched too slowly to feed two FMA units, and loses to the CSR loop's
-// shared-column micro-kernels: 1.20x slower on the five layers at density 1.0 (complete rows),
-// 1.18x / 1.08x slower at density 0.4 / 0.1 with filters pruned in blocks of 4; on plain sparse
-// rows it is 1.00x / 1.03x faster at 0.4 / 0.1.
-// AVX2 keeps the CSR loop under 'auto': its generated code was not measured to win.
-constexpr int64_t kJitCodeBudget = int64_t{8} << 20;
-constexpr int64_t kJitMinTiles = 64;
+// The products run as generated code only with products='jit' (the op attribute), up to
+// kJitCodeCap bytes; 'auto', the default, runs the CSR loop. Measured with bench/op_speed.py
+// (one layer alone) and bench/model_speed.py (VGG-nagadomi, F(4x4), batch 32), jit against csr
+// (docs/performance.md):
+// - AMD EPYC Zen 4 (one 512-bit FMA per cycle, L2 1 MB per core): each layer alone 1.2-1.4x
+//   faster at density 0.4 and 0.1 with at most ~8 MB of code; the whole model no faster (time
+//   ratio 0.99), at batch 1 1.36x slower at density 0.4. The code of one layer is ~7 bytes per
+//   nonzero and every block of tiles runs all of it, so between calls of other layers it is
+//   fetched again from L3 or DRAM.
+// - Intel Xeon (family 6 model 167, two 512-bit FMAs per cycle, L2 2 MB per core): the layers
+//   alone 1.00x / 1.03x at density 0.4 / 0.1, 1.20x slower at density 1.0 (the CSR loop's
+//   complete-row micro-kernel), 1.18x slower with filters pruned in blocks of 4; the whole model
+//   1.27x slower at density 0.4, 1.03x faster at 0.1.
+// The CSR loop is the faster path for a network, so it is the default.
 constexpr int64_t kJitCodeCap = int64_t{1} << 32;
-
-// Whether products='auto' runs generated code (of at most kJitCodeBudget bytes) for a call on
-// `num_tiles` tiles with a kernel of `vector_width` lanes and `nonzeros` nonzeros, of which
-// `shared_column_nonzeros` lie in rows the CSR loop runs with a shared-column micro-kernel
-// (CheckedKernel).
-bool UseGeneratedProducts(int vector_width, int64_t num_tiles, int64_t nonzeros,
-                          int64_t shared_column_nonzeros);
 
 // A packed kernel of a^2 * filters CSR rows (row r = p * filters + f), checked: row_ptr
 // non-decreasing from 0 to nnz, every column in [0, channels).

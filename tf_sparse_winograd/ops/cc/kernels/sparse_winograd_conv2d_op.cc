@@ -1,7 +1,6 @@
 // OpKernel of SparseWinograd>Conv2D: checks every argument, plans the work, picks the kernel
 // for the CPU's instruction set and runs it on the intra-op thread pool.
 #include <algorithm>
-#include <atomic>
 #include <limits>
 #include <memory>
 #include <string>
@@ -72,33 +71,26 @@ class SparseWinogradConv2DOp : public OpKernel {
     }
   }
 
-  // Sets p->jit to the generated products of the kernel if this call runs them (the products
-  // attribute; with 'auto' UseGeneratedProducts and the code size budget decide), generating
-  // them when the node first sees the kernel; leaves p->jit nullptr for the CSR loop. Needs the
-  // tile grid of p, so fills it in (PlanWork does it again).
+  // Sets p->jit to the generated products of the kernel if this call runs them (products='jit'
+  // and an instruction set with generated code), generating them when the node first sees the
+  // kernel; leaves p->jit nullptr for the CSR loop. Needs the tile grid of p, so fills it in
+  // (PlanWork does it again).
   absl::Status ChooseProducts(const IsaKernel& kernel, const Tensor& row_ptr,
                               const Tensor& col_idx, const Tensor& values,
                               const CheckedKernel& checked, int64_t coordinates, ConvParams* p,
                               std::shared_ptr<const GeneratedProducts>* generated) {
-    const ProductsPath path = options_.products;
     const int64_t num_tiles = p->batch * CeilDiv(p->out_h, p->tile_size) *
                               CeilDiv(p->out_w, p->tile_size);
     const bool has_code = kernel.vector_width == 16 || kernel.vector_width == 8;
-    if (path == ProductsPath::kCsr || !has_code || num_tiles == 0 ||
-        (path == ProductsPath::kAuto &&
-         (!UseGeneratedProducts(kernel.vector_width, num_tiles, col_idx.NumElements(),
-                                checked.shared_column_nonzeros) ||
-          generations_.load(std::memory_order_relaxed) >= kMaxAutoGenerations))) {
+    if (options_.products != ProductsPath::kJit || !has_code || num_tiles == 0) {
       return absl::OkStatus();
     }
-    const int64_t budget = path == ProductsPath::kJit ? kJitCodeCap : kJitCodeBudget;
     TF_RETURN_IF_ERROR(generated_.Get(
         {&row_ptr, &col_idx, &values},
         {p->in_c, p->filters, kernel.vector_width},
         [&](std::shared_ptr<const GeneratedProducts>* copy) {
-          generations_.fetch_add(1, std::memory_order_relaxed);
           return GenerateProducts(row_ptr, col_idx, values, checked, coordinates, p->in_c,
-                                  p->filters, kernel.vector_width, budget, copy);
+                                  p->filters, kernel.vector_width, kJitCodeCap, copy);
         },
         generated));
     if ((*generated)->code == nullptr) return absl::OkStatus();
@@ -221,12 +213,6 @@ class SparseWinogradConv2DOp : public OpKernel {
   CheckedCache<CheckedKernel, 2> checked_kernels_;  // row_ptr, col_idx; channels, filters
   // row_ptr, col_idx, values; channels, filters, vector width
   CheckedCache<GeneratedProducts, 3, 3> generated_;
-  // Code generations of this node. Generating takes ~0.1 us per nonzero (~0.1 s for an
-  // 8x8x256->256 layer at density 0.4): a node that meets more kernels than its cache holds
-  // (an eager kernel shared by many layers, values assigned again and again) would generate on
-  // every call, so after kMaxAutoGenerations 'auto' keeps to the CSR loop on it.
-  static constexpr int64_t kMaxAutoGenerations = 8;
-  std::atomic<int64_t> generations_{0};
 };
 
 class ConvOp : public SparseWinogradConv2DOp {

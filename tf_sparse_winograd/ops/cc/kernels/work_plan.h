@@ -18,9 +18,9 @@ inline int64_t CeilDiv(int64_t x, int64_t k) { return (x + k - 1) / k; }
 // choice to PlanWork, which picks the fastest layout measured; other values exist for
 // experiments and tests. A new kernel choice (e.g. another products path) is added the same way:
 // an attribute with a default meaning "the op decides", a field here, a check below.
-// How the products stage runs (attribute `products`): 'auto' (the op decides, see
-// UseGeneratedProducts), 'csr' (the CSR loop), 'jit' (generated code whenever the instruction
-// set has it, whatever its size; for tests and benchmarks).
+// How the products stage runs (attribute `products`): 'auto' (the op decides: today the CSR
+// loop, the faster path for a network; see sparse_products_jit.h), 'csr' (the CSR loop), 'jit'
+// (generated code whenever the instruction set has it, whatever its size).
 enum class ProductsPath { kAuto, kCsr, kJit };
 
 struct ConvOptions {
