@@ -69,10 +69,10 @@ absl::Status CheckKernel(const IsaKernel& kernel, const Tensor& row_ptr, const T
 namespace {
 
 // What generated code was made from: the buffers of row_ptr, col_idx and values, their lengths,
-// and the sizes and budget the generation depended on.
+// and the sizes the generation depended on.
 struct CodeKey {
   std::array<const void*, 3> buffers;
-  std::array<int64_t, 8> sizes;
+  std::array<int64_t, 7> sizes;
   bool operator==(const CodeKey& other) const {
     return buffers == other.buffers && sizes == other.sizes;
   }
@@ -118,7 +118,7 @@ class CodeRegistry {
 
 absl::Status GenerateProducts(const Tensor& row_ptr, const Tensor& col_idx, const Tensor& values,
                               const CheckedKernel& checked, int64_t coordinates, int64_t channels,
-                              int64_t filters, int vector_width, int64_t max_code_bytes,
+                              int64_t filters, int vector_width,
                               std::shared_ptr<const GeneratedProducts>* generated) {
   if (static_cast<int64_t>(checked.row_ptr.size()) != coordinates * filters + 1 ||
       values.NumElements() != checked.row_ptr.back() ||
@@ -127,7 +127,7 @@ absl::Status GenerateProducts(const Tensor& row_ptr, const Tensor& col_idx, cons
   }
   const CodeKey key{{row_ptr.data(), col_idx.data(), values.data()},
                     {row_ptr.NumElements(), col_idx.NumElements(), values.NumElements(),
-                     coordinates, channels, filters, vector_width, max_code_bytes}};
+                     coordinates, channels, filters, vector_width}};
   *generated = CodeRegistry::Get().Find(key);
   if (*generated != nullptr) return absl::OkStatus();
   JitKernelView view;
@@ -139,7 +139,7 @@ absl::Status GenerateProducts(const Tensor& row_ptr, const Tensor& col_idx, cons
   view.col_idx = checked.col_idx.empty() ? nullptr : checked.col_idx.data();
   view.values = values.flat<float>().data();
   auto result = std::make_shared<GeneratedProducts>();
-  result->code = JitProducts::Generate(view, vector_width, max_code_bytes, &result->why_not);
+  result->code = JitProducts::Generate(view, vector_width, kJitCodeCap, &result->why_not);
   *generated = CodeRegistry::Get().Insert(key, std::move(result));
   return absl::OkStatus();
 }

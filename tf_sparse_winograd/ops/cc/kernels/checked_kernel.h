@@ -58,7 +58,7 @@ struct GeneratedProducts {
 
 // The products of `checked` (checked from the tensors row_ptr and col_idx; a^2 = `coordinates`)
 // with `values` (as long as col_idx) for vectors of `vector_width` lanes, generated if their
-// code takes at most `max_code_bytes`. Not generating is not an error: *generated then says why
+// code takes at most kJitCodeCap bytes. Not generating is not an error: *generated then says why
 // not. Nodes that meet the same tensors share one copy: a process-wide registry finds code that
 // another node generated for the same buffers and is still holding (with references to those
 // buffers, so that they cannot have been reused for other data), e.g. the nodes of a graph that
@@ -66,7 +66,7 @@ struct GeneratedProducts {
 absl::Status GenerateProducts(const tensorflow::Tensor& row_ptr, const tensorflow::Tensor& col_idx,
                               const tensorflow::Tensor& values, const CheckedKernel& checked,
                               int64_t coordinates, int64_t channels, int64_t filters,
-                              int vector_width, int64_t max_code_bytes,
+                              int vector_width,
                               std::shared_ptr<const GeneratedProducts>* generated);
 
 // A sparse fully connected kernel in the layout the kernel reads (see DenseParams): rows by unit

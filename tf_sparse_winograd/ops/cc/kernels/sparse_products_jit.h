@@ -46,7 +46,7 @@ constexpr int kJitMaxRegisterFilters256 = 13;
 // - Intel Xeon (family 6 model 167, two 512-bit FMAs per cycle, L2 2 MB per core): the layers
 //   alone 1.00x / 1.03x at density 0.4 / 0.1, 1.20x slower at density 1.0 (the CSR loop's
 //   complete-row micro-kernel), 1.18x slower with filters pruned in blocks of 4; the whole model
-//   1.27x slower at density 0.4, 1.03x faster at 0.1.
+//   1.26x slower at density 0.4, 1.03x faster at 0.1.
 // The CSR loop is the faster path for a network, so it is the default.
 constexpr int64_t kJitCodeCap = int64_t{1} << 32;
 

@@ -90,7 +90,7 @@ class SparseWinogradConv2DOp : public OpKernel {
         {p->in_c, p->filters, kernel.vector_width},
         [&](std::shared_ptr<const GeneratedProducts>* copy) {
           return GenerateProducts(row_ptr, col_idx, values, checked, coordinates, p->in_c,
-                                  p->filters, kernel.vector_width, kJitCodeCap, copy);
+                                  p->filters, kernel.vector_width, copy);
         },
         generated));
     if ((*generated)->code == nullptr) return absl::OkStatus();
