@@ -152,6 +152,9 @@ def test_tile_size_per_layer_and_layer_selection():
     _, report = tfsw.to_winograd(model, tile_size={"same3x3": 6}, return_report=True)
     assert report.converted == ["same3x3"] and report[0].tile_size == 6
     assert report.skipped["valid3x3"] == "no tile size given (`tile_size`)"
+    _, report = tfsw.to_winograd(model, tile_size={"same3x3": 6, "valid3x3": None},
+                                 return_report=True)
+    assert report.skipped["valid3x3"] == "`tile_size` maps it to None"
     _, report = tfsw.to_winograd(model, tile_size=lambda layer: 4, layers=["valid3x3"],
                                  return_report=True)
     assert report.converted == ["valid3x3"] and report.skipped["same3x3"] == (

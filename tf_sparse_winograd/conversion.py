@@ -158,7 +158,8 @@ def to_winograd(model, tile_size=2, layers=None, return_report=False, print_fn=N
         if reason is None:
             size = _tile_size_for(tile_size, layer)
             if size is None:
-                reason = "no tile size given (`tile_size`)"
+                reason = ("`tile_size` maps it to None" if isinstance(tile_size, dict)
+                          and layer.name in tile_size else "no tile size given (`tile_size`)")
         report.append(LayerConversion(layer.name, type(layer).__name__, reason is None, size,
                                       reason or ""))
         if reason is not None:

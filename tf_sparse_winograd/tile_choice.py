@@ -2,12 +2,15 @@
 
 No tile size is best everywhere: a larger tile needs fewer multiplies per output (36 products per
 4x4 outputs against 16 per 2x2) but wastes more of a small image's border and costs more per
-tile in its transforms, and how much the products matter depends on the density. So
-`to_winograd` takes a tile size per layer, and this module measures which one runs fastest:
-for every convolution `to_winograd` would convert, it times the sparse op on that layer's input
-shape with a random kernel pruned at random to `density`, once per candidate tile size, and keeps
-the fastest. The measurement takes a few tenths of a second per layer and tile size; run it on
-the machine (and with the thread settings) that will serve the model.
+tile in its transforms, and how much the products matter depends on the density. Nor is the
+sparse op faster than the dense convolution everywhere: with 3 input channels (an RGB image) the
+transforms cost more than the products save, and a small image at batch 1 reads the whole kernel
+for a few tiles. So `to_winograd` takes a tile size per layer, or None to keep a layer, and this
+module measures which is fastest: for every convolution `to_winograd` would convert, it times the
+sparse op on that layer's input shape with a random kernel pruned at random to `density`, once
+per candidate tile size, and `tf.nn.conv2d` with the dense kernel, and keeps the fastest (None
+where the dense convolution wins). The measurement takes a few tenths of a second per layer and
+candidate; run it on the machine (and with the thread settings) that will serve the model.
 
     sizes = tfsw.tile_choice.fastest_tile_sizes(model, density=0.3)
     winograd_model = tfsw.to_winograd(model, tile_size=sizes)
@@ -59,8 +62,12 @@ def _seconds_per_convolution(conv, inputs, min_seconds):
 
 
 def time_tile_sizes(input_shape, filters, padding, density, batch_size=1,
-                    tile_sizes=transforms.SUPPORTED_TILE_SIZES, min_seconds=0.05, seed=0):
+                    tile_sizes=transforms.SUPPORTED_TILE_SIZES, min_seconds=0.05, seed=0,
+                    dense=False):
     """{tile size: seconds per call} of the sparse op on one layer shape.
+
+    With `dense=True` the result also holds `None`: the seconds per call of `tf.nn.conv2d` with
+    the dense kernel on the same inputs (what the layer costs if it is not converted).
 
     Args:
       input_shape: (height, width, in_channels) of the layer's input.
@@ -73,6 +80,7 @@ def time_tile_sizes(input_shape, filters, padding, density, batch_size=1,
         the convolution on up to 8 distinct inputs per graph call, so that the ~0.3 ms of a
         call's dispatch does not decide between tile sizes).
       seed: the random inputs' and kernel's seed.
+      dense: also time the dense convolution, as `times[None]`.
     """
     if not 0.0 < density <= 1.0:
         raise ValueError(f"`density` must be in (0, 1]. Received: density={density!r}")
@@ -83,6 +91,11 @@ def time_tile_sizes(input_shape, filters, padding, density, batch_size=1,
     inputs = [tf.constant(rng.standard_normal(shape, np.float32)) for _ in range(count)]
     kernel = rng.standard_normal((3, 3, channels, filters)) * np.sqrt(2.0 / (9 * channels))
     times = {}
+    if dense:
+        dense_kernel = tf.constant(kernel.astype(np.float32))
+        times[None] = _seconds_per_convolution(
+            lambda images: tf.nn.conv2d(images, dense_kernel, 1, padding.upper()), inputs,
+            min_seconds)
     for m in tile_sizes:
         u = transforms.kernel_to_winograd(kernel, transforms.check_tile_size(m))
         u[rng.random(u.shape) >= density] = 0.0
@@ -95,8 +108,8 @@ def time_tile_sizes(input_shape, filters, padding, density, batch_size=1,
 
 
 def fastest_tile_sizes(model, density, batch_size=1, tile_sizes=transforms.SUPPORTED_TILE_SIZES,
-                       layers=None, min_seconds=0.05, print_fn=None):
-    """{layer name: fastest tile size} for every convolution `to_winograd` would convert.
+                       layers=None, min_seconds=0.05, print_fn=None, keep_dense_when_faster=True):
+    """{layer name: fastest tile size, or None} for every convolution `to_winograd` would convert.
 
     Args:
       model: a built Sequential or functional Keras model (what `to_winograd` takes); every
@@ -108,6 +121,8 @@ def fastest_tile_sizes(model, density, batch_size=1, tile_sizes=transforms.SUPPO
       layers: as in `to_winograd`: None, a list of layer names, or a callable layer -> bool.
       min_seconds: how long each of three samples per layer and tile size runs.
       print_fn: a function to print one line per layer with (e.g. `print`); None prints nothing.
+      keep_dense_when_faster: also time `tf.nn.conv2d` with the dense kernel and map a layer
+        to None (`to_winograd` keeps it a Conv2D) where that is faster than every tile size.
 
     Returns:
       A dict for `to_winograd(model, tile_size=...)`.
@@ -130,10 +145,14 @@ def fastest_tile_sizes(model, density, batch_size=1, tile_sizes=transforms.SUPPO
         if conversion.ineligibility(layer) is not None or not selected(layer):
             continue
         times = time_tile_sizes(_input_shape(layer), layer.filters, layer.padding, density,
-                                batch_size, tile_sizes, min_seconds)
+                                batch_size, tile_sizes, min_seconds, dense=keep_dense_when_faster)
         choice[layer.name] = min(times, key=times.get)
         if print_fn is not None:
             print_fn(f"{layer.name}: " + ", ".join(
-                f"F({m}x{m}) {t * 1e3:.3f} ms" for m, t in times.items())
-                + f" -> F({choice[layer.name]}x{choice[layer.name]})")
+                f"{_candidate_name(m)} {t * 1e3:.3f} ms" for m, t in times.items())
+                + f" -> {_candidate_name(choice[layer.name])}")
     return choice
+
+
+def _candidate_name(tile_size):
+    return "dense conv2d" if tile_size is None else f"F({tile_size}x{tile_size})"
