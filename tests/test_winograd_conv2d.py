@@ -107,7 +107,11 @@ def test_gradients_match_finite_differences(tile_size, padding, winograd_relu):
     rng = np.random.default_rng(11)
     x = tf.constant(rng.standard_normal((2, 5, 6, 2)))
     u = tf.constant(rng.standard_normal((tile_size + 2, tile_size + 2, 2, 3)))
-    f = lambda x, u: winograd_math.winograd_conv2d(x, u, tile_size, padding, winograd_relu)
+    # A tf.function, as in training: the ~1,000 evaluations the differences take run as graph
+    # calls (half the time of eager ones); test_layer_gradients_through_keras_float64 is eager.
+    f = tf.function(lambda x, u: winograd_math.winograd_conv2d(x, u, tile_size, padding,
+                                                               winograd_relu),
+                    autograph=False)
     theoretical, numerical = tf.test.compute_gradient(f, [x, u], delta=1e-6)
     for t, n in zip(theoretical, numerical):
         np.testing.assert_allclose(t, n, rtol=1e-5, atol=1e-6)
