@@ -23,8 +23,10 @@ Every unit of work is one train.py process (its flags are written next to its ch
 unit whose results.json exists is skipped and an interrupted one resumes from its last epoch, so
 rerunning the same command continues the sweep. With --archive (a directory committed with the
 repository) every finished unit's results, and the weights that later units start from, are kept
-there and restored into an empty --root, so the sweep also continues on a new machine; only the
-unit running when a session ends is lost. Units run in priority order (spatial and
+there and restored into an empty --root, so the sweep also continues on a new machine.
+--action=suspend (run with the sweep paused or stopped) adds the run directories of the units
+not yet finished, checkpoints included, to the archive as <unit>.resume.tar.gz; they are restored
+with the rest, so a unit interrupted with a machine resumes from its last epoch too. Units run in priority order (spatial and
 winograd_relu first, seed by seed, so that the central comparison completes first), --workers at a
 time.
 The process group can be paused (kill -STOP -<pgid>) and resumed (kill -CONT) at any time.
@@ -41,9 +43,11 @@ import dataclasses
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import time
 
 from absl import app
@@ -58,7 +62,7 @@ ARCHITECTURES = {
     "winograd_relu": {"conv_type": "winograd_relu", "tile_size": 2},
     "winograd_relu_f4": {"conv_type": "winograd_relu", "tile_size": 4},
 }
-ACTIONS = ("train", "collect", "status", "speed")
+ACTIONS = ("train", "collect", "status", "speed", "suspend")
 
 _ROOT = flags.DEFINE_string("root", None, "Study directory: runs/, logs/, speed.json.")
 _ARCHIVE = flags.DEFINE_string(
@@ -69,7 +73,8 @@ _ARCHIVE = flags.DEFINE_string(
     "is empty; a finished unit is added to it at once.")
 _ACTION = flags.DEFINE_enum("action", "train", ACTIONS,
                             "train: run or resume the grid, then collect. collect: write the "
-                            "JSON. status: print what is done. speed: the inference timing pass.")
+                            "JSON. status: print what is done. speed: the inference timing pass. "
+                            "suspend: archive the unfinished units' run directories.")
 _OUT = flags.DEFINE_string("out", None, "The results JSON (default <root>/study.json).")
 _ARCHS = flags.DEFINE_list("archs", list(ARCHITECTURES), "Architectures, in priority order.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (at least 3 for the study).")
@@ -237,12 +242,80 @@ def archive_unit(root, unit):
                 shutil.copyfileobj(f, out)
     shutil.rmtree(target, ignore_errors=True)
     os.rename(partial, target)
+    if os.path.exists(target + RESUME_SUFFIX):
+        os.remove(target + RESUME_SUFFIX)
+
+
+RESUME_SUFFIX = ".resume.tar.gz"
+
+
+def _unit_dirs(root, unit):
+    """The run directories an unfinished unit has written (a one-shot unit's prune phase too)."""
+    dirs = [phase_dir(root, unit)]
+    if unit.method == "one_shot":
+        dirs.insert(0, os.path.dirname(_prune_results(root, unit)))
+    return [d for d in dirs if os.path.isdir(d)]
+
+
+def suspend(root):
+    """Archives the run directories of the units begun but not finished, as <unit>.resume.tar.gz
+    (written aside, then renamed into place); a finished unit's stale one is removed."""
+    if not _ARCHIVE.value:
+        raise app.UsageError("--action=suspend needs --archive.")
+    for unit in grid():
+        target = archive_dir(unit) + RESUME_SUFFIX
+        if is_done(root, unit):
+            if os.path.exists(target):
+                os.remove(target)
+            continue
+        dirs = _unit_dirs(root, unit)
+        if not any(os.path.isdir(os.path.join(d, "checkpoints")) for d in dirs):
+            continue
+        os.makedirs(_ARCHIVE.value, exist_ok=True)
+        with tarfile.open(target + ".partial", "w:gz") as tar:
+            for directory in dirs:
+                tar.add(directory, arcname=os.path.relpath(directory, root),
+                        filter=_latest_checkpoint_only(directory))
+        os.replace(target + ".partial", target)
+        print(f"suspended {unit.name} -> {target}")
+
+
+def _latest_checkpoint_only(directory):
+    """A tarfile filter that leaves out the checkpoints older than the one the state file names
+    (the resume reads only that one; each is a few MB)."""
+    state = os.path.join(directory, "checkpoints", "checkpoint")
+    latest = None
+    if os.path.exists(state):
+        with open(state) as f:
+            found = re.search(r'model_checkpoint_path:\s*"([^"]+)"', f.read())
+        latest = found and os.path.basename(found.group(1))
+
+    def keep(info):
+        name = os.path.basename(info.name)
+        older = (latest and os.path.basename(os.path.dirname(info.name)) == "checkpoints"
+                 and re.match(r"ckpt-\d+\.", name) and not name.startswith(latest + "."))
+        return None if older else info
+    return keep
+
+
+def _restore_suspended(root, unit):
+    """Unpacks a unit's resume archive into --root unless --root has begun the unit itself."""
+    source = archive_dir(unit) + RESUME_SUFFIX
+    if not os.path.exists(source) or os.path.isdir(os.path.join(phase_dir(root, unit),
+                                                                "checkpoints")):
+        return
+    with tarfile.open(source, "r:gz") as tar:
+        tar.extractall(root, filter="data")
 
 
 def restore_archive(root):
-    """Writes the archived units that --root lacks into it; results.json last (it marks done)."""
+    """Writes the archived units that --root lacks into it; results.json last (it marks done).
+    Units suspended unfinished are unpacked from their resume archives."""
     if not _ARCHIVE.value:
         return
+    for unit in grid():
+        if not os.path.isdir(archive_dir(unit)):
+            _restore_suspended(root, unit)
     for unit in grid():
         source, target = archive_dir(unit), phase_dir(root, unit)
         if (not os.path.isdir(source) or legacy_record(unit) is not None
@@ -649,6 +722,8 @@ def main(argv):
         status(root)
     elif _ACTION.value == "speed":
         speed(root)
+    elif _ACTION.value == "suspend":
+        suspend(root)
 
 
 if __name__ == "__main__":

@@ -116,6 +116,41 @@ def test_units_archived_without_weights_are_collected_and_block_their_dependents
     assert study["progress"]["done"] == 2
 
 
+def test_suspended_units_resume_on_a_new_machine_from_their_checkpoints(tmp_path):
+    """--action=suspend archives the unfinished units' run directories; an empty --root gets
+    them back (and the finished units' files), and a finished unit drops its resume archive."""
+    root, archive = tmp_path / "root", tmp_path / "archive"
+    args = [f"--archive={archive}", "--archs=spatial", "--densities=0.4",
+            "--gradual_densities=0.4", "--gradual_archs=spatial"]
+    dense = root / "runs" / "spatial" / "seed0" / "dense"
+    retrain = root / "runs" / "spatial" / "seed0" / "retrain_d0.4"
+    prune = root / "runs" / "spatial" / "seed0" / "prune_d0.4"
+    files = {dense / "checkpoints" / "checkpoint": "model_checkpoint_path: \"ckpt-3\"\n",
+             dense / "checkpoints" / "ckpt-3.index": "index",
+             dense / "checkpoints" / "ckpt-3.data-00000-of-00001": "data",
+             dense / "progress.jsonl": '{"event": "epoch_end", "epoch": 3}\n',
+             prune / "results.json": "{}", retrain / "checkpoints" / "checkpoint": "state",
+             retrain / "flags.json": "{}"}
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    (dense / "checkpoints" / "ckpt-2.index").write_text("older")  # Not archived.
+    out = _study([f"--root={root}", "--action=suspend"] + args).stdout
+    assert sorted(os.listdir(archive)) == ["spatial-s0-dense.resume.tar.gz",
+                                           "spatial-s0-one_shot-d0.4.resume.tar.gz"], out
+    new_root = tmp_path / "new_machine"
+    status = _study([f"--root={new_root}", "--action=status"] + args).stdout
+    assert any(line.startswith("0/9 units done") for line in status.splitlines()), status
+    for path, text in files.items():
+        assert (new_root / path.relative_to(root)).read_text() == text, path
+    assert not (new_root / "runs" / "spatial" / "seed0" / "dense" / "checkpoints"
+                / "ckpt-2.index").exists()
+    # The dense unit finishes: suspending again removes its resume archive.
+    (dense / "results.json").write_text("{}")
+    _study([f"--root={root}", "--action=suspend"] + args)
+    assert sorted(os.listdir(archive)) == ["spatial-s0-one_shot-d0.4.resume.tar.gz"]
+
+
 def _record(arch, seed, method, density, accuracy, pruned=None):
     layers = [{"name": "conv1", "kind": "conv3x3", "weight_density": 1.0,
                "activation_density": 1.0, "direct_multiplies": 100, "winograd_multiplies": 50},
