@@ -26,9 +26,9 @@ repository) every finished unit's results, and the weights that later units star
 there and restored into an empty --root, so the sweep also continues on a new machine.
 --action=suspend (run with the sweep paused or stopped) adds the run directories of the units
 not yet finished, checkpoints included, to the archive as <unit>.resume.tar.gz; they are restored
-with the rest, so a unit interrupted with a machine resumes from its last epoch too. Units run in priority order (spatial and
-winograd_relu first, seed by seed, so that the central comparison completes first), --workers at a
-time.
+with the rest, so a unit interrupted with a machine resumes from its last epoch too. Units run
+in priority order (spatial and winograd_relu first, seed by seed, so that the central comparison
+completes first), --workers at a time.
 The process group can be paused (kill -STOP -<pgid>) and resumed (kill -CONT) at any time.
 
 --action=collect (also run after --action=train) gathers every results.json, the dense validation
@@ -202,10 +202,16 @@ def has_weights(root, unit):
 # before the archive existed: its JSON record is all that is left (no weights to continue from).
 ARCHIVED_FILES = ("results.json", "progress.jsonl", "flags.json")
 WEIGHTS_FILE = "model.weights.h5"
+RESUME_SUFFIX = ".resume.tar.gz"
 
 
 def archive_dir(unit):
     return os.path.join(_ARCHIVE.value, unit.name) if _ARCHIVE.value else None
+
+
+def resume_archive(unit):
+    """Where --action=suspend keeps an unfinished unit's run directories."""
+    return archive_dir(unit) + RESUME_SUFFIX
 
 
 def legacy_record(unit):
@@ -242,11 +248,8 @@ def archive_unit(root, unit):
                 shutil.copyfileobj(f, out)
     shutil.rmtree(target, ignore_errors=True)
     os.rename(partial, target)
-    if os.path.exists(target + RESUME_SUFFIX):
-        os.remove(target + RESUME_SUFFIX)
-
-
-RESUME_SUFFIX = ".resume.tar.gz"
+    if os.path.exists(resume_archive(unit)):
+        os.remove(resume_archive(unit))
 
 
 def _unit_dirs(root, unit):
@@ -263,7 +266,7 @@ def suspend(root):
     if not _ARCHIVE.value:
         raise app.UsageError("--action=suspend needs --archive.")
     for unit in grid():
-        target = archive_dir(unit) + RESUME_SUFFIX
+        target = resume_archive(unit)
         if is_done(root, unit):
             if os.path.exists(target):
                 os.remove(target)
@@ -300,7 +303,7 @@ def _latest_checkpoint_only(directory):
 
 def _restore_suspended(root, unit):
     """Unpacks a unit's resume archive into --root unless --root has begun the unit itself."""
-    source = archive_dir(unit) + RESUME_SUFFIX
+    source = resume_archive(unit)
     if not os.path.exists(source) or os.path.isdir(os.path.join(phase_dir(root, unit),
                                                                 "checkpoints")):
         return
