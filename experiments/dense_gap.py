@@ -14,6 +14,11 @@ variants of the Winograd layers:
   iid_init        U initialized i.i.d. (variance scaling over U's own fan-in, with the average
                   variance of the default G g G^T initialization), as the paper's code did,
                   instead of the Winograd transform of a spatial He-normal kernel.
+  projected       U is projected onto the range of G (x) G after every optimizer step, so each
+                  layer stays an ordinary 3x3 convolution (translation-equivariant, 9 degrees of
+                  freedom per channel pair) while its gradient steps and L2 are still taken on U.
+                  Against spatial it isolates the Winograd-domain geometry; against baseline,
+                  the 7 (F(2x2)) extra degrees of freedom a free U has.
 
 Other hypotheses (learning rate, L2 on U) are train.py flags: --learning_rate, --weight_decay.
 
@@ -26,7 +31,7 @@ import sys
 from absl import app
 from absl import flags
 
-VARIANTS = ("baseline", "winograd_bias", "iid_init")
+VARIANTS = ("baseline", "winograd_bias", "iid_init", "projected")
 
 _VARIANT = flags.DEFINE_enum("variant", "baseline", VARIANTS, "Which Winograd layer variant.")
 _CONV_TYPE = flags.DEFINE_enum("conv_type", "winograd_relu",
@@ -84,7 +89,28 @@ def winograd_layer_class(variant):
             self.winograd_kernel.assign(keras.random.normal(shape, stddev=variance ** 0.5,
                                                             seed=None))
 
-    return {"winograd_bias": WinogradBiasConv2D, "iid_init": IidInitWinogradConv2D}[variant]
+    class SpatialRangeProjection(keras.constraints.Constraint):
+        """Orthogonal projection of U (a, a, in, out) onto {G g G^T}."""
+
+        def __init__(self, tile_size):
+            _, G, _ = transforms.transform_matrices(tile_size)
+            basis = np.kron(G, G)  # vec(G g G^T) = (G kron G) vec(g), row-major
+            self.projection = tf.constant(basis @ np.linalg.pinv(basis), tf.float32)
+
+        def __call__(self, w):
+            a = w.shape[0]
+            flat = tf.reshape(w, (a * a, -1))
+            return tf.reshape(tf.matmul(self.projection, flat), tf.shape(w))
+
+    class ProjectedWinogradConv2D(WinogradConv2D):
+        """U constrained to the Winograd transforms of 3x3 kernels."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.kernel_constraint = SpatialRangeProjection(self.tile_size)
+
+    return {"winograd_bias": WinogradBiasConv2D, "iid_init": IidInitWinogradConv2D,
+            "projected": ProjectedWinogradConv2D}[variant]
 
 
 def main(argv):
