@@ -19,6 +19,10 @@ variants of the Winograd layers:
                   freedom per channel pair) while its gradient steps and L2 are still taken on U.
                   Against spatial it isolates the Winograd-domain geometry; against baseline,
                   the 7 (F(2x2)) extra degrees of freedom a free U has.
+  preconditioned  U stays free, but its gradient is multiplied by P = K K^T + (I - K K^+), with
+                  K = G (x) G: on the transforms of 3x3 kernels a gradient step moves U as a
+                  step on the spatial kernel g would (U = K g), on the other directions as
+                  plain SGD on U does. (The L2 on U is left as it is.)
 
 Other hypotheses (learning rate, L2 on U) are train.py flags: --learning_rate, --weight_decay.
 
@@ -31,7 +35,7 @@ import sys
 from absl import app
 from absl import flags
 
-VARIANTS = ("baseline", "winograd_bias", "iid_init", "projected")
+VARIANTS = ("baseline", "winograd_bias", "iid_init", "projected", "preconditioned")
 
 _VARIANT = flags.DEFINE_enum("variant", "baseline", VARIANTS, "Which Winograd layer variant.")
 _CONV_TYPE = flags.DEFINE_enum("conv_type", "winograd_relu",
@@ -89,12 +93,16 @@ def winograd_layer_class(variant):
             self.winograd_kernel.assign(keras.random.normal(shape, stddev=variance ** 0.5,
                                                             seed=None))
 
+    def kron_g(tile_size):
+        """K = G (x) G, so that vec(G g G^T) = K vec(g) (row-major)."""
+        _, G, _ = transforms.transform_matrices(tile_size)
+        return np.kron(G, G)
+
     class SpatialRangeProjection(keras.constraints.Constraint):
         """Orthogonal projection of U (a, a, in, out) onto {G g G^T}."""
 
         def __init__(self, tile_size):
-            _, G, _ = transforms.transform_matrices(tile_size)
-            basis = np.kron(G, G)  # vec(G g G^T) = (G kron G) vec(g), row-major
+            basis = kron_g(tile_size)
             self.projection = tf.constant(basis @ np.linalg.pinv(basis), tf.float32)
 
         def __call__(self, w):
@@ -109,8 +117,37 @@ def winograd_layer_class(variant):
             super().__init__(*args, **kwargs)
             self.kernel_constraint = SpatialRangeProjection(self.tile_size)
 
+    class PreconditionedWinogradConv2D(WinogradConv2D):
+        """The forward pass of WinogradConv2D; U's gradient multiplied by P (see the docstring)."""
+
+        def build(self, input_shape):
+            super().build(input_shape)
+            k = kron_g(self.tile_size)
+            range_projection = k @ np.linalg.pinv(k)
+            self.preconditioner = tf.constant(
+                k @ k.T + np.eye(len(k)) - range_projection, tf.float32)
+
+        def call(self, inputs):
+            preconditioner = self.preconditioner
+
+            @tf.custom_gradient
+            def preconditioned(u):
+                def grad(upstream):
+                    a = upstream.shape[0]
+                    flat = tf.reshape(upstream, (a * a, -1))
+                    return tf.reshape(tf.matmul(preconditioner, flat), tf.shape(upstream))
+                return tf.identity(u), grad
+
+            outputs = winograd_math.winograd_conv2d(
+                inputs, preconditioned(tf.cast(self.winograd_kernel, self.compute_dtype)),
+                self.tile_size, self.padding, self.winograd_relu)
+            if self.use_bias:
+                outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
+            return self.activation(outputs) if self.activation is not None else outputs
+
     return {"winograd_bias": WinogradBiasConv2D, "iid_init": IidInitWinogradConv2D,
-            "projected": ProjectedWinogradConv2D}[variant]
+            "projected": ProjectedWinogradConv2D,
+            "preconditioned": PreconditionedWinogradConv2D}[variant]
 
 
 def main(argv):
