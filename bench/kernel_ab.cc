@@ -18,7 +18,8 @@
 // UNITS_PER_THREAD set the op's tuning options (ConvOptions, the op's attributes of those names)
 // for both builds; NV_A / NV_B set the tile vectors of one build. JIT=B (or A, or AB) runs that
 // build with generated products (sparse_products_jit.h; A and B may be the same tree, to compare
-// the CSR loop with the generated code).
+// the CSR loop with the generated code). SHAPE=hw,c,f runs one layer of that shape instead (an
+// hw x hw image, c input channels, f filters; e.g. SHAPE=7,512,512, ResNet-18's last stage).
 #include <time.h>
 
 #include <algorithm>
@@ -132,13 +133,20 @@ int main(int argc, char** argv) {
     return 2;
   }
   const IsaKernel kernels[2] = {tfsw::KernelA(), tfsw::KernelB()};
-  const int layers[6][3] = {{32, 64, 64}, {16, 64, 128}, {16, 128, 128}, {8, 128, 256},
-                            {8, 256, 256}, {32, 3, 64}};
+  int layers[7][3] = {{32, 64, 64}, {16, 64, 128}, {16, 128, 128}, {8, 128, 256},
+                      {8, 256, 256}, {32, 3, 64}, {0, 0, 0}};
+  const char* shape = std::getenv("SHAPE");
+  if (shape != nullptr &&
+      (std::sscanf(shape, "%d,%d,%d", &layers[6][0], &layers[6][1], &layers[6][2]) != 3 ||
+       layers[6][0] <= 0 || layers[6][1] <= 0 || layers[6][2] <= 0)) {
+    std::fprintf(stderr, "SHAPE must be hw,c,f (three positive integers). Received: %s\n", shape);
+    return 2;
+  }
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
   double total[2] = {0, 0};
-  for (int li = 0; li < 6; ++li) {
-    if (only == nullptr ? li == 5 : std::atoi(only) != li) continue;
+  for (int li = 0; li < 7; ++li) {
+    if (shape != nullptr ? li != 6 : only == nullptr ? li >= 5 : std::atoi(only) != li || li == 6) continue;
     const int hw = layers[li][0], channels = layers[li][1], filters = layers[li][2];
     const int a = tile + 2;
     std::vector<float> input(static_cast<size_t>(batch) * hw * hw * channels);
