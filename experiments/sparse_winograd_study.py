@@ -17,7 +17,8 @@ The grid (docs/results.md states the budget that was run):
   * gradual pruning (tfmot's PolynomialDecay, train.py --pruning=gradual) from the same dense
     model at --gradual_densities for --gradual_archs, over the same --retrain_epochs (so both
     methods have the same total epochs);
-  * --seeds seeds for every point.
+  * --seeds seeds for every point; --replacement_seed stands in for a seed on the points whose
+    dense model's weights were lost (they cannot start from it), so they keep three seeds.
 
 Every unit of work is one train.py process (its flags are written next to its checkpoints); a
 unit whose results.json exists is skipped and an interrupted one resumes from its last epoch, so
@@ -96,6 +97,11 @@ _ANALYSIS_BATCHES = flags.DEFINE_integer("analysis_batches", 16,
                                          "Test batches for the activation densities.")
 _EXTRA_FLAGS = flags.DEFINE_list("extra_train_flags", [],
                                  "More train.py flags for every unit (e.g. --data_dir=...).")
+_REPLACEMENT_SEED = flags.DEFINE_integer(
+    "replacement_seed", None,
+    "A seed not in --seeds that stands in for the units that cannot start because their dense "
+    "model's weights were lost (e.g. seed 0's, lost with a machine before the archive existed): "
+    "those points run with this seed, its dense models first, so that each still has 3 seeds.")
 _WORKERS = flags.DEFINE_integer("workers", 1, "train.py processes run at the same time.")
 _THREADS = flags.DEFINE_integer("threads", 0,
                                 "TensorFlow intra-op threads per train.py (0: TF's default).")
@@ -152,10 +158,14 @@ def check_grid():
         for value in values:
             if not 0.0 < float(value) <= 1.0:
                 raise ValueError(f"--{name} values must be in (0, 1]. Received: {value}")
+    if _REPLACEMENT_SEED.value is not None and str(_REPLACEMENT_SEED.value) in [
+            str(int(s)) for s in _SEEDS.value]:
+        raise ValueError(f"--replacement_seed must not be one of --seeds. Received: "
+                         f"replacement_seed={_REPLACEMENT_SEED.value}, seeds={_SEEDS.value}")
 
 
-def grid():
-    """All units, in the order they should run."""
+def _seed_grid():
+    """The units of --seeds, in the order they should run."""
     seeds = [int(s) for s in _SEEDS.value]
     densities = [float(d) for d in _DENSITIES.value]
     gradual = [float(d) for d in _GRADUAL_DENSITIES.value]
@@ -172,6 +182,25 @@ def grid():
             units += [Unit(a, s, "gradual", d) for d in gradual for a in archs
                       if a in _GRADUAL_ARCHS.value]
     return units
+
+
+def grid(root):
+    """All units, in the order they should run: those of --seeds, with each unit that cannot
+    start for lost dense weights replaced by the same point with --replacement_seed (its dense
+    unit right before the first of them) when that flag is set."""
+    units = _seed_grid()
+    if _REPLACEMENT_SEED.value is None:
+        return units
+    replaced = []
+    for unit in units:
+        if not is_done(root, unit) and blocked_by_lost_weights(root, unit):
+            stand_in = Unit(unit.arch, _REPLACEMENT_SEED.value, unit.method, unit.density)
+            if stand_in.depends_on not in replaced:
+                replaced.append(stand_in.depends_on)
+            replaced.append(stand_in)
+        else:
+            replaced.append(unit)
+    return replaced
 
 
 def model_dir(root, unit):
@@ -265,7 +294,7 @@ def suspend(root):
     (written aside, then renamed into place); a finished unit's stale one is removed."""
     if not _ARCHIVE.value:
         raise app.UsageError("--action=suspend needs --archive.")
-    for unit in grid():
+    for unit in grid(root):
         target = resume_archive(unit)
         if is_done(root, unit):
             if os.path.exists(target):
@@ -316,10 +345,10 @@ def restore_archive(root):
     Units suspended unfinished are unpacked from their resume archives."""
     if not _ARCHIVE.value:
         return
-    for unit in grid():
+    for unit in grid(root):
         if not os.path.isdir(archive_dir(unit)):
             _restore_suspended(root, unit)
-    for unit in grid():
+    for unit in grid(root):
         source, target = archive_dir(unit), phase_dir(root, unit)
         if (not os.path.isdir(source) or legacy_record(unit) is not None
                 or os.path.exists(os.path.join(target, "results.json"))):
@@ -343,7 +372,7 @@ def archive_finished(root):
     """Archives the units done in --root but not yet in the archive (e.g. after a kill)."""
     if not _ARCHIVE.value:
         return
-    for unit in grid():
+    for unit in grid(root):
         if (os.path.exists(os.path.join(phase_dir(root, unit), "results.json"))
                 and not os.path.isdir(archive_dir(unit))):
             archive_unit(root, unit)
@@ -403,14 +432,14 @@ def run_grid(root):
         env["TF_NUM_INTRAOP_THREADS"] = str(_THREADS.value)
         env["TF_NUM_INTEROP_THREADS"] = "1"
     archive_finished(root)
-    pending = [u for u in grid() if not is_done(root, u)]
+    pending = [u for u in grid(root) if not is_done(root, u)]
     lost = [u for u in pending if blocked_by_lost_weights(root, u)]
     if lost:
         write_status(f"study: {len(lost)} units cannot start, their dense model's weights were "
                      f"not kept: {', '.join(u.name for u in lost)}")
     pending = [u for u in pending if u not in lost]
     running, failed = {}, set()
-    total = len(grid())
+    total = len(grid(root))
     while pending or running:
         for unit, proc in list(running.items()):
             if proc.poll() is not None:
@@ -438,13 +467,13 @@ def run_grid(root):
                                              cwd=REPO, env=env, stdout=log,
                                              stderr=subprocess.STDOUT)
             busy_dirs.add(model_dir(root, unit))
-            done = sum(is_done(root, u) for u in grid())
+            done = sum(is_done(root, u) for u in grid(root))
             write_status(f"study running (pgid {os.getpgid(0)}): {done}/{total} units done; "
                          f"now {', '.join(u.name for u in running)}; {_resume_hint(root)}")
         if not running and pending:  # nothing can start: dependencies failed
             break
         time.sleep(5)
-    done = sum(is_done(root, u) for u in grid())
+    done = sum(is_done(root, u) for u in grid(root))
     write_status(f"study stopped: {done}/{total} units done, {len(failed)} failed this run"
                  + (f" ({', '.join(sorted(u.name for u in failed))})" if failed else "")
                  + f"; {_resume_hint(root)}")
@@ -507,7 +536,7 @@ def code_version():
 def collect(root):
     """The study's JSON: configuration, one record per unit done, dense curves, speed."""
     records = []
-    for unit in grid():
+    for unit in grid(root):
         if not is_done(root, unit):
             continue
         if legacy_record(unit) is not None:
@@ -528,7 +557,7 @@ def collect(root):
                 record["gradual_end_step"] = final.get("gradual_end_step")
                 record["gradual_frequency"] = final.get("gradual_frequency")
         records.append(record)
-    units = grid()
+    units = grid(root)
     study = {
         "config": {"archs": {a: ARCHITECTURES[a] for a in _ARCHS.value},
                    "seeds": [int(s) for s in _SEEDS.value],
@@ -561,7 +590,7 @@ def collect(root):
 
 def status(root):
     """Prints what is done and an estimate of the CPU time left (from the epochs measured)."""
-    units = grid()
+    units = grid(root)
     done = [u for u in units if is_done(root, u)]
     epoch_seconds = collections.defaultdict(list)
     for unit in done:
@@ -668,7 +697,7 @@ def _time_exports(root, load_before):
     if not has_weights(root, reference):
         raise FileNotFoundError(f"The dense spatial model of seed {seed} is not trained (or its "
                                 "weights were not kept).")
-    units = [u for u in grid() if u.seed == seed and has_weights(root, u)]
+    units = [u for u in grid(root) if u.seed == seed and has_weights(root, u)]
     for unit in units:
         model = phases.restore_model(config_of(unit), "dense" if unit.method == "dense"
                                      else "retrain")

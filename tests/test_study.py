@@ -114,6 +114,16 @@ def test_units_archived_without_weights_are_collected_and_block_their_dependents
         study = json.load(f)
     assert [r["final"]["eval_accuracy"] for r in study["runs"]] == [0.93, 0.92]
     assert study["progress"]["done"] == 2
+    # A replacement seed stands in for the blocked points, its dense model first.
+    out = _study(args + ["--action=status", "--replacement_seed=3"]).stdout
+    line = next(l for l in out.splitlines() if l.startswith("2/13 units done"))
+    pending = line.split("Pending: ")[1].split(", ")
+    assert pending[pending.index("spatial-s3-dense"):] == [
+        "spatial-s3-dense", "spatial-s3-one_shot-d0.1", "spatial-s3-gradual-d0.1",
+        "spatial-s1-dense"] + pending[pending.index("spatial-s1-dense") + 1:]
+    assert not any(l.startswith("Cannot start") for l in out.splitlines())
+    proc = _study(args + ["--action=status", "--replacement_seed=1"], check=False)
+    assert proc.returncode != 0 and "--replacement_seed must not be one of --seeds" in proc.stdout
 
 
 def test_suspended_units_resume_on_a_new_machine_from_their_checkpoints(tmp_path):
