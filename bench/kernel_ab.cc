@@ -145,8 +145,9 @@ int main(int argc, char** argv) {
   std::mt19937 rng(1);
   std::normal_distribution<float> normal;
   double total[2] = {0, 0};
-  for (int li = 0; li < 7; ++li) {
-    if (shape != nullptr ? li != 6 : only == nullptr ? li >= 5 : std::atoi(only) != li || li == 6) continue;
+  const int num_layers = shape != nullptr ? 7 : 6;  // the SHAPE layer only when given
+  for (int li = 0; li < num_layers; ++li) {
+    if (shape != nullptr ? li != 6 : only == nullptr ? li == 5 : std::atoi(only) != li) continue;
     const int hw = layers[li][0], channels = layers[li][1], filters = layers[li][2];
     const int a = tile + 2;
     std::vector<float> input(static_cast<size_t>(batch) * hw * hw * channels);

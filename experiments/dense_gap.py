@@ -98,17 +98,23 @@ def winograd_layer_class(variant):
         _, G, _ = transforms.transform_matrices(tile_size)
         return np.kron(G, G)
 
+    def range_projection(k):
+        """K K^+: the orthogonal projection onto {G g G^T}."""
+        return k @ np.linalg.pinv(k)
+
+    def per_coordinate(matrix, w):
+        """matrix (a^2 x a^2) applied to U-shaped w (a, a, in, out) across its coordinates."""
+        a = w.shape[0]
+        return tf.reshape(tf.matmul(matrix, tf.reshape(w, (a * a, -1))), tf.shape(w))
+
     class SpatialRangeProjection(keras.constraints.Constraint):
         """Orthogonal projection of U (a, a, in, out) onto {G g G^T}."""
 
         def __init__(self, tile_size):
-            basis = kron_g(tile_size)
-            self.projection = tf.constant(basis @ np.linalg.pinv(basis), tf.float32)
+            self.projection = tf.constant(range_projection(kron_g(tile_size)), tf.float32)
 
         def __call__(self, w):
-            a = w.shape[0]
-            flat = tf.reshape(w, (a * a, -1))
-            return tf.reshape(tf.matmul(self.projection, flat), tf.shape(w))
+            return per_coordinate(self.projection, w)
 
     class ProjectedWinogradConv2D(WinogradConv2D):
         """U constrained to the Winograd transforms of 3x3 kernels."""
@@ -123,20 +129,15 @@ def winograd_layer_class(variant):
         def build(self, input_shape):
             super().build(input_shape)
             k = kron_g(self.tile_size)
-            range_projection = k @ np.linalg.pinv(k)
-            self.preconditioner = tf.constant(
-                k @ k.T + np.eye(len(k)) - range_projection, tf.float32)
+            self.preconditioner = tf.constant(k @ k.T + np.eye(len(k)) - range_projection(k),
+                                              tf.float32)
 
         def call(self, inputs):
             preconditioner = self.preconditioner
 
             @tf.custom_gradient
             def preconditioned(u):
-                def grad(upstream):
-                    a = upstream.shape[0]
-                    flat = tf.reshape(upstream, (a * a, -1))
-                    return tf.reshape(tf.matmul(preconditioner, flat), tf.shape(upstream))
-                return tf.identity(u), grad
+                return tf.identity(u), lambda upstream: per_coordinate(preconditioner, upstream)
 
             outputs = winograd_math.winograd_conv2d(
                 inputs, preconditioned(tf.cast(self.winograd_kernel, self.compute_dtype)),

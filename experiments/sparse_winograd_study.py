@@ -158,8 +158,7 @@ def check_grid():
         for value in values:
             if not 0.0 < float(value) <= 1.0:
                 raise ValueError(f"--{name} values must be in (0, 1]. Received: {value}")
-    if _REPLACEMENT_SEED.value is not None and str(_REPLACEMENT_SEED.value) in [
-            str(int(s)) for s in _SEEDS.value]:
+    if _REPLACEMENT_SEED.value in {int(s) for s in _SEEDS.value}:
         raise ValueError(f"--replacement_seed must not be one of --seeds. Received: "
                          f"replacement_seed={_REPLACEMENT_SEED.value}, seeds={_SEEDS.value}")
 
