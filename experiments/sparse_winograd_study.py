@@ -667,22 +667,31 @@ def speed(root):
 
 
 def _time_exports(root, load_before):
+    """Exports the speed seed's models into a temporary directory (removed after) and times them."""
     import importlib.util
     import tempfile
+    import tensorflow as tf
+    spec = importlib.util.spec_from_file_location(
+        "interleaved", os.path.join(REPO, "bench", "interleaved.py"))
+    interleaved = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(interleaved)
+    tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value or 2)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    workdir = tempfile.mkdtemp(prefix="study_speed_")
+    try:
+        return _time_exports_in(root, load_before, workdir, interleaved)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _time_exports_in(root, load_before, workdir, interleaved):
     import numpy as np
     import tensorflow as tf
     from tf_sparse_winograd import export
     from tf_sparse_winograd.training import config as config_lib
     from tf_sparse_winograd.training import phases
-    spec = importlib.util.spec_from_file_location(
-        "interleaved", os.path.join(REPO, "bench", "interleaved.py"))
-    interleaved = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(interleaved)
-    threads = _THREADS.value or 2
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
     seed = _SPEED_SEED.value
-    workdir = tempfile.mkdtemp(prefix="study_speed_")
+    threads = _THREADS.value or 2
     variants = {}
 
     def config_of(unit):
@@ -703,8 +712,7 @@ def _time_exports(root, load_before):
         path = os.path.join(workdir, unit.name)
         # The spatial models run as plain TF (no sparse kernel exists for spatial convolutions).
         export.export_saved_model(model, path, convert=unit.arch != "spatial")
-        loaded = export.load_saved_model(path)
-        variants[unit.name] = (loaded, loaded.signatures["serving_default"])
+        variants[unit.name] = interleaved.serving_function(path)
     rng = np.random.default_rng(0)
     results = {"cpu": interleaved.cpu_model(), "logical_cpus": os.cpu_count(), "threads": threads,
                "tensorflow": tf.__version__, "seed": seed, "rounds": _SPEED_ROUNDS.value,
@@ -714,16 +722,9 @@ def _time_exports(root, load_before):
     for batch in (1, 32):
         x = tf.constant(rng.normal(size=(batch, 28, 28, 1)).astype(np.float32))
 
-        def sampler(name, x=x, batch=batch):
-            signature = variants[name][1]
-            signature(x)  # warm
-            calls, start = 0, time.perf_counter()
-            while True:
-                signature(x)
-                calls += 1
-                elapsed = time.perf_counter() - start
-                if elapsed >= 0.3 and calls >= 3:
-                    return elapsed / calls
+        def sampler(name, x=x):
+            variants[name](x)  # warm
+            return interleaved.time_per_call(variants[name], x, min_seconds=0.3)
 
         timed = interleaved.measure([lambda n=n: sampler(n) for n in names], _SPEED_ROUNDS.value)
         ref_best = dict(zip(names, timed))[reference.name][0]
