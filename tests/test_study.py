@@ -196,6 +196,17 @@ def test_claims_from_a_hand_made_study():
     # reduction = direct 400 / effective (100 + 300 * 0.1 * 0.4) at 0.1
     assert claims["winograd_relu"]["reduction_at_lowest_holding"] == pytest.approx(400 / 112)
     assert claims["spatial"]["dense_activation_density"][0] == pytest.approx(0.4)
+    # A stand-in seed (3) whose dense model is 2 points below the others' and which alone has
+    # a point at 0.05, losing 0.1 point against its own dense model: compared with its own
+    # dense model it holds; against the mean of all dense models it would lose 1.6 points.
+    runs.append(_record("winograd_relu", 3, "dense", 1.0, 0.880))
+    runs.append(_record("winograd_relu", 3, "one_shot", 0.05, 0.879, pruned=0.5))
+    claims = study_report.claims({"runs": runs})
+    assert claims["winograd_relu"]["lowest_density_holding"] == 0.05
+    assert claims["winograd_relu"]["first_density_losing_0.5"] is None
+    runs.append(_record("winograd_relu", 3, "one_shot", 0.025, 0.872, pruned=0.5))
+    assert study_report.claims({"runs": runs})["winograd_relu"]["first_density_losing_0.5"] \
+        == 0.025
     rows = study_report.points({"runs": runs})
     row = next(r for r in rows if r["arch"] == "spatial" and r["density"] == 0.1)
     assert row["delta_vs_dense"][0] == pytest.approx(-0.010)
