@@ -82,6 +82,23 @@ def test_tiny_study_trains_resumes_and_reports(tmp_path):
                               / "model.weights.h5.gz")
     assert os.path.exists(os.path.join(new_root, "runs", "spatial", "seed0", "dense",
                                        "model.weights.h5"))
+    # The speed pass times the exports of --speed_seed (1) against its dense spatial model, in a
+    # temporary directory it removes, and collect adds its measurements to the JSON.
+    speed_tmp = tmp_path / "speed_tmp"
+    speed_tmp.mkdir()
+    support.run_script(STUDY, *args, "--action=speed", "--speed_rounds=1", "--max_load=100",
+                       env={"TMPDIR": speed_tmp}, timeout=900)
+    assert not os.listdir(speed_tmp)
+    _study(args + ["--action=collect"])
+    with open(os.path.join(root, "study.json")) as f:
+        speed = json.load(f)["speed"]
+    assert speed["reference"] == "spatial-s1-dense" and speed["seed"] == 1
+    for batch in ("1", "32"):
+        timed = speed["batches"][batch]
+        assert set(timed) == {"spatial-s1-dense", "spatial-s1-one_shot-d0.5",
+                              "spatial-s1-gradual-d0.5"}
+        assert timed["spatial-s1-dense"]["speedup_vs_dense_spatial"] == 1.0
+        assert all(t["best_ms"] > 0 and t["median_ms"] >= t["best_ms"] for t in timed.values())
     # report.py --study writes the tables and the four figures.
     out_dir = str(tmp_path / "report")
     support.run_script(support.REPORT_PY, f"--study={root}/study.json", f"--out_dir={out_dir}",
