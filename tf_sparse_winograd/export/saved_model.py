@@ -140,6 +140,9 @@ def _missing_op_message(path, error=None):
 def load_saved_model(path, **kwargs):
     """`tf.saved_model.load(path)` after registering the sparse op, with a clear error if it fails.
 
+    Call the loaded `signatures["serving_default"]` with its input by name (`serve(image=x)`):
+    a positional call costs TensorFlow 2.21 a failed bind first (docs/export.md).
+
     Raises:
       tf.errors.NotFoundError: naming the missing op and the fix, when the op library cannot be
         loaded or the SavedModel needs an op that is not registered. (Plain `tf.saved_model.load`
