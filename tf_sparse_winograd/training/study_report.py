@@ -294,7 +294,8 @@ def plot_accuracy(study, path, x_key="density", title=""):
             pre = [(x, 100 * r["accuracy_pruned"][0]) for x, r in zip(xs, rs)
                    if method == "one_shot" and r["accuracy_pruned"][0] is not None]
             if pre and x_key == "density":
-                ax.plot(*zip(*pre), "x:", color=COLORS.get(arch), alpha=0.5)
+                ax.plot(*zip(*pre), "x:", color=COLORS.get(arch), alpha=0.5,
+                        label=ARCH_LABELS.get(arch, arch) + ", right after pruning")
     if x_key == "density":
         ax.set_xlabel("weight density of the pruned layers (conv2-8)")
         ax.invert_xaxis()
@@ -306,8 +307,10 @@ def plot_accuracy(study, path, x_key="density", title=""):
         ax.set_xscale("log")
         ax.invert_xaxis()
     ax.set_ylabel("test accuracy after retraining (%), mean ± std of seeds")
-    lo = min((100 * r["accuracy"][0] for r in rows), default=80)
-    ax.set_ylim(max(lo - 1.0, 0), None)
+    # The limits frame the retrained accuracies; accuracies right after pruning fall far below.
+    accuracies = [100 * r["accuracy"][0] for r in rows]
+    ax.set_ylim(max(min(accuracies, default=80) - 1.0, 0),
+                min(max(accuracies, default=100) + 0.5, 100))
     ax.grid(alpha=0.3)
     ax.set_title(title or ("Accuracy vs density" if x_key == "density"
                            else "Accuracy vs effective multiplies"))
