@@ -78,8 +78,8 @@ def winograd_layer_class(variant):
                 return super().call(inputs)
             grid = winograd_math.TileGrid(inputs, self.tile_size, self.padding)
             v = tf.nn.relu(winograd_math.input_transform(inputs, grid) + self.winograd_bias)
-            return winograd_math.output_transform(
-                winograd_math.elementwise_product(v, self.winograd_kernel), grid)
+            return self.add_bias_and_activation(winograd_math.output_transform(
+                winograd_math.elementwise_product(v, self.winograd_kernel), grid))
 
     class IidInitWinogradConv2D(WinogradConv2D):
         """U drawn i.i.d. with the mean variance of G g G^T for a He-normal g."""
@@ -139,12 +139,9 @@ def winograd_layer_class(variant):
             def preconditioned(u):
                 return tf.identity(u), lambda upstream: per_coordinate(preconditioner, upstream)
 
-            outputs = winograd_math.winograd_conv2d(
+            return self.add_bias_and_activation(winograd_math.winograd_conv2d(
                 inputs, preconditioned(tf.cast(self.winograd_kernel, self.compute_dtype)),
-                self.tile_size, self.padding, self.winograd_relu)
-            if self.use_bias:
-                outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
-            return self.activation(outputs) if self.activation is not None else outputs
+                self.tile_size, self.padding, self.winograd_relu))
 
     return {"winograd_bias": WinogradBiasConv2D, "iid_init": IidInitWinogradConv2D,
             "projected": ProjectedWinogradConv2D,

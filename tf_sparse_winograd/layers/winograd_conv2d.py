@@ -131,6 +131,11 @@ class WinogradConv2D(keras.layers.Layer):
         outputs = winograd_math.winograd_conv2d(
             inputs, tf.cast(self.winograd_kernel, self.compute_dtype), self.tile_size,
             self.padding, self.winograd_relu)
+        return self.add_bias_and_activation(outputs)
+
+    def add_bias_and_activation(self, outputs):
+        """The layer's bias and activation applied to the convolution's `outputs` (for
+        subclasses that compute the convolution their own way)."""
         if self.use_bias:
             outputs = tf.nn.bias_add(outputs, tf.cast(self.bias, outputs.dtype))
         if self.activation is not None:
