@@ -229,3 +229,9 @@ def test_claims_from_a_hand_made_study():
     assert row["delta_vs_dense"][0] == pytest.approx(-0.010)
     assert row["accuracy"][1] == pytest.approx(0.002)
     assert "| spatial | one-shot | 0.1 | 3 |" in study_report.markdown_table({"runs": runs})
+    per_seed = study_report.per_seed_table({"runs": runs}).splitlines()
+    assert "| seed 0 | seed 1 | seed 2 | seed 3 |" in per_seed[0]
+    # Seed 1's spatial 0.1: 50.00 right after pruning, 0.902 - 0.010 after; seed 3 has no run;
+    # the mean of seeds 0-2 is 89.20, one point below their dense models.
+    row = next(line for line in per_seed if line.startswith("| spatial | one-shot | 0.1 |"))
+    assert "| 50.00 -> 89.00 | 50.00 -> 89.20 | 50.00 -> 89.40 |  | 89.20 | -1.00 |" in row, row

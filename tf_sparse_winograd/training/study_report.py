@@ -170,6 +170,31 @@ def markdown_table(study, rows=None):
     return "\n".join(lines)
 
 
+def per_seed_table(study, rows=None):
+    """Test accuracy of every point per seed, right after pruning -> after retraining (%)."""
+    rows = rows if rows is not None else points(study)
+    by_key = {(r["arch"], r["method"], r["density"], r["seed"]): r for r in study["runs"]}
+    seeds = sorted({r["seed"] for r in study["runs"]})
+    lines = ["| architecture | pruning | density | " + " | ".join(f"seed {s}" for s in seeds)
+             + " | mean after retraining | vs own dense (points) | effective multiplies |",
+             "| --- | --- | ---: | " + " | ".join("---" for _ in seeds) + " | ---: | ---: | ---: |"]
+    for r in rows:
+        cells = []
+        for seed in seeds:
+            record = by_key.get((r["arch"], r["method"], r["density"], seed))
+            if record is None:
+                cells.append("")
+                continue
+            final = f"{100 * record['final']['eval_accuracy']:.2f}"
+            pruned = record.get("after_pruning", {}).get("eval_accuracy")
+            cells.append(final if pruned is None else f"{100 * pruned:.2f} -> {final}")
+        delta = "" if r["method"] == "dense" else f"{100 * r['delta_vs_dense'][0]:+.2f}"
+        lines.append(f"| {r['arch']} | {r['method'].replace('_', '-')} | {r['density']:g} | "
+                     + " | ".join(cells) + f" | {100 * r['accuracy'][0]:.2f} | {delta} | "
+                     f"{r['multiplies_effective'][0]:.2e} |")
+    return "\n".join(lines)
+
+
 def weight_density_table(rows):
     """Per-layer weight density of every pruned point (mean over seeds)."""
     pruned = [r for r in rows if r["method"] != "dense"]
@@ -420,6 +445,8 @@ def make_study_report(study_path, out_dir):
         f"Units done: {progress.get('done')} of {progress.get('units')}.",
         "## Accuracy, multiplies and speed per point (mean ± std over seeds)",
         markdown_table(study, rows),
+        "## Test accuracy per seed (%), right after pruning -> after retraining",
+        per_seed_table(study, rows),
         "## Claims (one-shot pruning)", claims_markdown(study, "one_shot"),
         "## Claims (gradual pruning)", claims_markdown(study, "gradual"),
         "## Dense test accuracy (%) by epoch (mean of seeds)", dense_curve_table(study),
