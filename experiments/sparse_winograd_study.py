@@ -670,13 +670,10 @@ def _time_exports(root, load_before):
     """Exports the speed seed's models into a temporary directory (removed after) and times them."""
     import importlib.util
     import tempfile
-    import tensorflow as tf
     spec = importlib.util.spec_from_file_location(
         "interleaved", os.path.join(REPO, "bench", "interleaved.py"))
     interleaved = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(interleaved)
-    tf.config.threading.set_intra_op_parallelism_threads(_THREADS.value or 2)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
     workdir = tempfile.mkdtemp(prefix="study_speed_")
     try:
         return _time_exports_in(root, load_before, workdir, interleaved)
@@ -685,6 +682,7 @@ def _time_exports(root, load_before):
 
 
 def _time_exports_in(root, load_before, workdir, interleaved):
+    """The speed pass's measurements, its exports written under `workdir`."""
     import numpy as np
     import tensorflow as tf
     from tf_sparse_winograd import export
@@ -692,6 +690,8 @@ def _time_exports_in(root, load_before, workdir, interleaved):
     from tf_sparse_winograd.training import phases
     seed = _SPEED_SEED.value
     threads = _THREADS.value or 2
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
     variants = {}
 
     def config_of(unit):
