@@ -17,10 +17,11 @@ the same interleaved rounds, one row each.
 The sparse-products stage alone is timed with the benchmark build's SparseWinograd>Conv2DStages
 op, run with stages=2 (products only) minus stages=0 (argument checks and dispatch); its useful
 flops are 2 * nnz * tiles, reported as a fraction of the FP32 peak: --peak_gflops (measure it
-with bench/fma_peak.cc), else 2 cores x 2 FMA units x 16 lanes x 2 flops x the clock of
-/proc/cpuinfo (nominal; on AMD Zen 4 one 512-bit FMA issues per cycle, not two). The package's library
-has no such op (it never computes a partial result); build the benchmark library outside the
-package and point TFSW_OP_LIBRARY at it:
+with bench/fma_peak.cc), else 2 cores x 2 FMA units x the running kernel's float lanes (16 for
+AVX-512, 8 for AVX2, 1 for the portable kernel) x 2 flops x the clock of /proc/cpuinfo (nominal;
+on AMD Zen 4 one 512-bit FMA issues per cycle, not two, and Zen 1 splits each 256-bit FMA in
+two). The package's library has no such op (it never computes a partial result); build the
+benchmark library outside the package and point TFSW_OP_LIBRARY at it:
 
     python -m tf_sparse_winograd.ops.build --benchmark --output /tmp/tfsw_bench/ops.so
     TFSW_OP_LIBRARY=/tmp/tfsw_bench/ops.so python bench/op_speed.py
@@ -58,8 +59,11 @@ def cpu_clock_ghz():
     return max(mhz) / 1000.0
 
 
+FLOAT_LANES = {"avx512": 16, "avx2": 8, "generic": 1}
+
+
 def peak_gflops():
-    return THREADS * 2 * 16 * 2 * cpu_clock_ghz()
+    return THREADS * 2 * FLOAT_LANES[ops.active_isa()] * 2 * cpu_clock_ghz()
 
 
 def time_fn(fn, x, min_seconds=0.02):
