@@ -68,10 +68,10 @@ ACTIONS = ("train", "collect", "status", "speed", "suspend")
 _ROOT = flags.DEFINE_string("root", None, "Study directory: runs/, logs/, speed.json.")
 _ARCHIVE = flags.DEFINE_string(
     "archive", None,
-    "A directory kept with the repository that holds every finished unit's results, and the "
-    "weights that later units (dense) or the speed pass (--speed_seed) start from. It is "
-    "restored into --root before any action, so the sweep resumes on a machine whose --root "
-    "is empty; a finished unit is added to it at once.")
+    "A directory kept with the repository that holds every finished unit's results, the "
+    "weights that later units (dense) or the speed pass (--speed_seed) start from, and the last "
+    "speed pass's measurements. It is restored into --root before any action, so the sweep "
+    "resumes on a machine whose --root is empty; a finished unit is added to it at once.")
 _ACTION = flags.DEFINE_enum("action", "train", ACTIONS,
                             "train: run or resume the grid, then collect. collect: write the "
                             "JSON. status: print what is done. speed: the inference timing pass. "
@@ -231,6 +231,8 @@ def has_weights(root, unit):
 ARCHIVED_FILES = ("results.json", "progress.jsonl", "flags.json")
 WEIGHTS_FILE = "model.weights.h5"
 RESUME_SUFFIX = ".resume.tar.gz"
+# The last speed pass's measurements, in --root and at the top of the archive.
+SPEED_FILE = "speed.json"
 
 
 def archive_dir(unit):
@@ -341,9 +343,14 @@ def _restore_suspended(root, unit):
 
 def restore_archive(root):
     """Writes the archived units that --root lacks into it; results.json last (it marks done).
-    Units suspended unfinished are unpacked from their resume archives."""
+    Units suspended unfinished are unpacked from their resume archives, and the last speed pass's
+    measurements are copied back."""
     if not _ARCHIVE.value:
         return
+    archived_speed = os.path.join(_ARCHIVE.value, SPEED_FILE)
+    if os.path.exists(archived_speed) and not os.path.exists(os.path.join(root, SPEED_FILE)):
+        os.makedirs(root, exist_ok=True)
+        shutil.copyfile(archived_speed, os.path.join(root, SPEED_FILE))
     for unit in grid(root):
         if not os.path.isdir(archive_dir(unit)):
             _restore_suspended(root, unit)
@@ -576,7 +583,7 @@ def collect(root):
                      "pending": [u.name for u in units if not is_done(root, u)]},
         "runs": records,
     }
-    speed_path = os.path.join(root, "speed.json")
+    speed_path = os.path.join(root, SPEED_FILE)
     if os.path.exists(speed_path):
         study["speed"] = _read_json(speed_path)
     out = _OUT.value or os.path.join(root, "study.json")
@@ -661,9 +668,14 @@ def speed(root):
     finally:
         if sweep_pgid:
             os.killpg(sweep_pgid, signal.SIGCONT)
-    with open(os.path.join(root, "speed.json"), "w") as f:
-        json.dump(measurements, f, indent=1)
-    print(f"Wrote {os.path.join(root, 'speed.json')}")
+    targets = [os.path.join(root, SPEED_FILE)]
+    if _ARCHIVE.value:
+        os.makedirs(_ARCHIVE.value, exist_ok=True)
+        targets.append(os.path.join(_ARCHIVE.value, SPEED_FILE))
+    for target in targets:
+        with open(target, "w") as f:
+            json.dump(measurements, f, indent=1)
+        print(f"Wrote {target}")
 
 
 def _time_exports(root, load_before):

@@ -89,6 +89,7 @@ def test_tiny_study_trains_resumes_and_reports(tmp_path):
     support.run_script(STUDY, *args, "--action=speed", "--speed_rounds=1", "--max_load=100",
                        env={"TMPDIR": speed_tmp}, timeout=900)
     assert not os.listdir(speed_tmp)
+    assert os.path.exists(tmp_path / "archive" / "speed.json")  # It outlives --root.
     _study(args + ["--action=collect"])
     with open(os.path.join(root, "study.json")) as f:
         speed = json.load(f)["speed"]
@@ -165,9 +166,11 @@ def test_suspended_units_resume_on_a_new_machine_from_their_checkpoints(tmp_path
     out = _study([f"--root={root}", "--action=suspend"] + args).stdout
     assert sorted(os.listdir(archive)) == ["spatial-s0-dense.resume.tar.gz",
                                            "spatial-s0-one_shot-d0.4.resume.tar.gz"], out
+    (archive / "speed.json").write_text('{"seed": 1}')  # As the speed pass leaves it.
     new_root = tmp_path / "new_machine"
     status = _study([f"--root={new_root}", "--action=status"] + args).stdout
     assert any(line.startswith("0/9 units done") for line in status.splitlines()), status
+    assert (new_root / "speed.json").read_text() == '{"seed": 1}'
     for path, text in files.items():
         assert (new_root / path.relative_to(root)).read_text() == text, path
     assert not (new_root / "runs" / "spatial" / "seed0" / "dense" / "checkpoints"
@@ -175,7 +178,8 @@ def test_suspended_units_resume_on_a_new_machine_from_their_checkpoints(tmp_path
     # The dense unit finishes: suspending again removes its resume archive.
     (dense / "results.json").write_text("{}")
     _study([f"--root={root}", "--action=suspend"] + args)
-    assert sorted(os.listdir(archive)) == ["spatial-s0-one_shot-d0.4.resume.tar.gz"]
+    assert sorted(os.listdir(archive)) == ["spatial-s0-one_shot-d0.4.resume.tar.gz",
+                                           "speed.json"]
 
 
 def _record(arch, seed, method, density, accuracy, pruned=None):
