@@ -4,7 +4,7 @@ Trains the dense phase of one configuration with `tf_sparse_winograd.training`, 
 --holdout_examples training images set aside (never on the test split), under one of these
 variants of the Winograd layers:
 
-  baseline        the models as they are;
+  baseline        the models as they were: U's plain gradient;
   winograd_bias   winograd_relu layers get a learnable bias per Winograd coordinate and input
                   channel before their ReLU: relu(B^T d B + b). A batch norm offset before the
                   transform moves only the coordinate whose row of B^T sums to non-zero (1 of 16
@@ -23,6 +23,14 @@ variants of the Winograd layers:
                   K = G (x) G: on the transforms of 3x3 kernels a gradient step moves U as a
                   step on the spatial kernel g would (U = K g), on the other directions as
                   plain SGD on U does. (The L2 on U is left as it is.)
+  diagonal        U's gradient multiplied, per Winograd coordinate (i, j), by the diagonal of
+                  K K^T, |G_i|^2 |G_j|^2: WinogradConv2D as it is (kernel_gradient_scale=
+                  'transform', its default). Plain SGD on U takes steps up to 1/(|G_i|^2 |G_j|^2)
+                  times a spatial step's: 1-1.8x at F(2x2), 1-750x at F(4x4). (The L2 on U is
+                  left as it is.)
+
+Every variant but 'diagonal' keeps U's plain gradient (kernel_gradient_scale=None), as the layer
+had when the first of these runs were made.
 
 Other hypotheses (learning rate, L2 on U) are train.py flags: --learning_rate, --weight_decay.
 
@@ -35,7 +43,7 @@ import sys
 from absl import app
 from absl import flags
 
-VARIANTS = ("baseline", "winograd_bias", "iid_init", "projected", "preconditioned")
+VARIANTS = ("baseline", "winograd_bias", "iid_init", "projected", "preconditioned", "diagonal")
 
 _VARIANT = flags.DEFINE_enum("variant", "baseline", VARIANTS, "Which Winograd layer variant.")
 _CONV_TYPE = flags.DEFINE_enum("conv_type", "winograd_relu",
@@ -59,10 +67,20 @@ def winograd_layer_class(variant):
     from tf_sparse_winograd import winograd_math
     from tf_sparse_winograd.layers import WinogradConv2D
 
-    if variant == "baseline":
+    if variant == "diagonal":
         return WinogradConv2D
 
-    class WinogradBiasConv2D(WinogradConv2D):
+    class PlainGradientWinogradConv2D(WinogradConv2D):
+        """WinogradConv2D with the plain gradient on U (kernel_gradient_scale=None): the layer as
+        the baseline runs below were made, before 'transform' became its default."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **dict(kwargs, kernel_gradient_scale=None))
+
+    if variant == "baseline":
+        return PlainGradientWinogradConv2D
+
+    class WinogradBiasConv2D(PlainGradientWinogradConv2D):
         """relu(V + b) with b (a^2, 1, in_channels) learnable, for winograd_relu layers."""
 
         def build(self, input_shape):
@@ -81,7 +99,7 @@ def winograd_layer_class(variant):
             return self.add_bias_and_activation(winograd_math.output_transform(
                 winograd_math.elementwise_product(v, self.winograd_kernel), grid))
 
-    class IidInitWinogradConv2D(WinogradConv2D):
+    class IidInitWinogradConv2D(PlainGradientWinogradConv2D):
         """U drawn i.i.d. with the mean variance of G g G^T for a He-normal g."""
 
         def build(self, input_shape):
@@ -116,14 +134,14 @@ def winograd_layer_class(variant):
         def __call__(self, w):
             return per_coordinate(self.projection, w)
 
-    class ProjectedWinogradConv2D(WinogradConv2D):
+    class ProjectedWinogradConv2D(PlainGradientWinogradConv2D):
         """U constrained to the Winograd transforms of 3x3 kernels."""
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
             self.kernel_constraint = SpatialRangeProjection(self.tile_size)
 
-    class PreconditionedWinogradConv2D(WinogradConv2D):
+    class PreconditionedWinogradConv2D(PlainGradientWinogradConv2D):
         """The forward pass of WinogradConv2D; U's gradient multiplied by P (see the docstring)."""
 
         def build(self, input_shape):

@@ -41,7 +41,8 @@ def check_conv_type(conv_type):
     return conv_type
 
 
-def conv3x3(filters, conv_type, tile_size=2, winograd_relu=False, weight_decay=0.0, name=None):
+def conv3x3(filters, conv_type, tile_size=2, winograd_relu=False, weight_decay=0.0, name=None,
+            kernel_gradient_scale="transform"):
     """A bias-free 3x3 stride-1 'same' convolution of the given type (batch norm follows it)."""
     check_conv_type(conv_type)
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
@@ -53,7 +54,8 @@ def conv3x3(filters, conv_type, tile_size=2, winograd_relu=False, weight_decay=0
                                    kernel_regularizer=regularizer, name=name)
     return WinogradConv2D(filters, 3, tile_size=tile_size, padding="same", use_bias=False,
                           winograd_relu=bool(winograd_relu), kernel_initializer="he_normal",
-                          kernel_regularizer=regularizer, name=name)
+                          kernel_regularizer=regularizer, name=name,
+                          kernel_gradient_scale=kernel_gradient_scale)
 
 
 class ConvStack:
@@ -63,12 +65,14 @@ class ConvStack:
       conv_type: 'spatial', 'winograd' or 'winograd_relu'.
       tile_size: m of F(m x m, 3 x 3) for the Winograd types.
       weight_decay: L2 factor on conv kernels (the Winograd kernel U for the Winograd types).
+      kernel_gradient_scale: WinogradConv2D's argument of that name, for the Winograd types.
     """
 
-    def __init__(self, conv_type, tile_size=2, weight_decay=0.0):
+    def __init__(self, conv_type, tile_size=2, weight_decay=0.0, kernel_gradient_scale="transform"):
         self.conv_type = check_conv_type(conv_type)
         self.tile_size = tile_size
         self.weight_decay = weight_decay
+        self.kernel_gradient_scale = kernel_gradient_scale
         self._count = 0
 
     @property
@@ -96,7 +100,8 @@ class ConvStack:
         if pending_relu and not self.moves_relu:
             raise ValueError("Only conv_type='winograd_relu' defers ReLUs.")
         x = conv3x3(filters, self.conv_type, self.tile_size, winograd_relu=pending_relu,
-                    weight_decay=self.weight_decay, name=name)(x)
+                    weight_decay=self.weight_decay, name=name,
+                    kernel_gradient_scale=self.kernel_gradient_scale)(x)
         x = batch_norm(f"{name}_bn")(x)
         if not relu or (self.moves_relu and next_is_winograd_conv):
             return x, True

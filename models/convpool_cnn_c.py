@@ -14,9 +14,10 @@ CONV_PLAN = (96, 96, 96, "pool", 192, 192, 192, "pool", 192)
 
 
 def build(input_shape=(32, 32, 3), num_classes=100, conv_type="spatial", tile_size=2,
-          weight_decay=0.0, width=1.0, dropout=0.5, name="convpool_cnn_c"):
+          weight_decay=0.0, width=1.0, kernel_gradient_scale="transform", dropout=0.5,
+          name="convpool_cnn_c"):
     """Returns an uncompiled Keras functional model producing logits."""
-    stack = conv_block.ConvStack(conv_type, tile_size, weight_decay)
+    stack = conv_block.ConvStack(conv_type, tile_size, weight_decay, kernel_gradient_scale)
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
     inputs = keras.Input(shape=input_shape, name="image")
     x, pending = inputs, False

@@ -21,9 +21,9 @@ BLOCKS_PER_STAGE = 2
 
 
 def build(input_shape=(32, 32, 3), num_classes=10, conv_type="spatial", tile_size=2,
-          weight_decay=0.0, width=1.0, name="resnet18"):
+          weight_decay=0.0, width=1.0, kernel_gradient_scale="transform", name="resnet18"):
     """Returns an uncompiled Keras functional model producing logits."""
-    stack = conv_block.ConvStack(conv_type, tile_size, weight_decay)
+    stack = conv_block.ConvStack(conv_type, tile_size, weight_decay, kernel_gradient_scale)
     moves = stack.moves_relu
     regularizer = keras.regularizers.L2(weight_decay) if weight_decay else None
     scaled = lambda n: max(1, int(round(n * width)))

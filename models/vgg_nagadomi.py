@@ -20,9 +20,10 @@ def _scaled(n, width):
 
 
 def build(input_shape=(32, 32, 3), num_classes=10, conv_type="spatial", tile_size=2,
-          weight_decay=0.0, width=1.0, dropout=0.5, name="vgg_nagadomi"):
+          weight_decay=0.0, width=1.0, kernel_gradient_scale="transform", dropout=0.5,
+          name="vgg_nagadomi"):
     """Returns an uncompiled Keras functional model producing logits."""
-    stack = conv_block.ConvStack(conv_type, tile_size, weight_decay)
+    stack = conv_block.ConvStack(conv_type, tile_size, weight_decay, kernel_gradient_scale)
     inputs = keras.Input(shape=input_shape, name="image")
     x, pending = inputs, False
     plan = list(CONV_PLAN)

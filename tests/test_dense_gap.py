@@ -41,7 +41,8 @@ for tile in (2, 4):
     for relu in (False, True):
         layer = dense_gap.winograd_layer_class("preconditioned")(
             filters=4, tile_size=tile, winograd_relu=relu, use_bias=False)
-        plain = WinogradConv2D(filters=4, tile_size=tile, winograd_relu=relu, use_bias=False)
+        plain = WinogradConv2D(filters=4, tile_size=tile, winograd_relu=relu, use_bias=False,
+                               kernel_gradient_scale=None)
         layer(x), plain(x)
         plain.set_weights(layer.get_weights())
         with tf.GradientTape(persistent=True) as tape:
@@ -66,6 +67,12 @@ for tile in (2, 4):
     grad_g = tape.gradient(loss_spatial, spatial).numpy().reshape(9, -1)
     err = np.abs(in_range @ grad - K @ grad_g).max() / np.abs(K @ grad_g).max()
     assert err < 1e-4, ("preconditioned step vs spatial SGD's", tile, err)
+
+    # baseline keeps the plain gradient; diagonal is the layer as it is (gradient scaled).
+    baseline = dense_gap.winograd_layer_class("baseline")(filters=4, tile_size=tile)
+    assert baseline.kernel_gradient_scale is None
+    assert baseline.get_config()["kernel_gradient_scale"] is None
+    assert dense_gap.winograd_layer_class("diagonal") is WinogradConv2D
 print("dense_gap checks passed")
 """
 

@@ -1,4 +1,5 @@
-"""train.py options of the training loop: held-out evaluation, steps per execution, XLA."""
+"""train.py options of the training loop: held-out evaluation, steps per execution, XLA, the
+Winograd kernel's gradient scale."""
 
 import json
 import os
@@ -37,10 +38,22 @@ def test_default_evaluates_on_the_test_split(tmp_path):
 
 
 @pytest.mark.parametrize("name,value", [("steps_per_execution", 0), ("holdout_examples", -1),
-                                        ("steps_per_execution", 1.5), ("holdout_examples", True)])
+                                        ("steps_per_execution", 1.5), ("holdout_examples", True),
+                                        ("kernel_gradient_scale", None)])
 def test_bad_values_name_the_argument(tmp_path, name, value):
     with pytest.raises(ValueError, match=name):
         _config(tmp_path, **{name: value})
+
+
+@pytest.mark.parametrize("flag,expected", [("transform", "transform"), ("none", None)])
+def test_kernel_gradient_scale_reaches_every_winograd_layer(tmp_path, flag, expected):
+    from tf_sparse_winograd.layers import WinogradConv2D
+    from tf_sparse_winograd.training import phases
+    config = _config(tmp_path, conv_type="winograd_relu", tile_size=4, kernel_gradient_scale=flag)
+    model = phases.build_model(config, {"image_shape": (28, 28, 1), "num_classes": 10})
+    layers = [layer for layer in model.layers if isinstance(layer, WinogradConv2D)]
+    assert len(layers) == 8
+    assert {layer.kernel_gradient_scale for layer in layers} == {expected}
 
 
 @pytest.mark.slow  # train.py in a subprocess.

@@ -119,9 +119,11 @@ def test_gradients_match_finite_differences(tile_size, padding, winograd_relu):
 
 @pytest.mark.slow
 def test_layer_gradients_through_keras_float64():
-    """Gradients of a float64 layer (input and winograd_kernel) against central differences."""
+    """Gradients of a float64 layer (input and winograd_kernel) against central differences
+    (with the plain kernel gradient: 'transform' scales it on purpose, tested below)."""
     rng = np.random.default_rng(3)
-    layer = WinogradConv2D(3, tile_size=4, dtype="float64", activation="tanh", winograd_relu=True)
+    layer = WinogradConv2D(3, tile_size=4, dtype="float64", activation="tanh", winograd_relu=True,
+                           kernel_gradient_scale=None)
     x = tf.constant(rng.standard_normal((1, 7, 5, 2)))
     weights = tf.constant(rng.standard_normal((7, 5, 3)))
     layer.build(x.shape)
@@ -144,6 +146,81 @@ def test_layer_gradients_through_keras_float64():
             bumped.append(loss(x).numpy())
         layer.winograd_kernel.assign(u0)
         assert abs((bumped[0] - bumped[1]) / 2e-6 - kernel_grad[index]) < 1e-6 * max(1, abs(kernel_grad[index]))
+
+
+@pytest.mark.parametrize("tile_size", transforms.SUPPORTED_TILE_SIZES)
+def test_kernel_gradient_scale_is_the_diagonal_of_the_kernel_transform(tile_size):
+    """|G_i|^2 |G_j|^2 against diag(K K^T) with K = G (x) G built by np.kron."""
+    _, G, _ = transforms.transform_matrices(tile_size)
+    K = np.kron(G, G)
+    a = tile_size + 2
+    np.testing.assert_allclose(transforms.kernel_gradient_scale(tile_size).ravel(),
+                               np.diag(K @ K.T), rtol=1e-14)
+    assert transforms.kernel_gradient_scale(tile_size).shape == (a, a)
+
+
+@pytest.mark.parametrize("tile_size,winograd_relu", [(2, False), (4, True), (6, False)])
+def test_scaled_kernel_gradient_leaves_the_forward_pass_and_scales_each_coordinate(
+        tile_size, winograd_relu):
+    """'transform' gives the same outputs bit for bit, and U's gradient times the scale."""
+    rng = np.random.default_rng(tile_size)
+    x = tf.constant(rng.standard_normal((2, 9, 7, 3)), tf.float32)
+    weights = tf.constant(rng.standard_normal((2, 9, 7, 4)), tf.float32)
+    layers = {scale: WinogradConv2D(4, tile_size=tile_size, winograd_relu=winograd_relu,
+                                    kernel_gradient_scale=scale)
+              for scale in ("transform", None)}
+    for layer in layers.values():
+        layer.build(x.shape)
+    layers[None].set_weights(layers["transform"].get_weights())
+    outputs, grads = {}, {}
+    for scale, layer in layers.items():
+        with tf.GradientTape() as tape:
+            outputs[scale] = layer(x)
+            loss = tf.reduce_sum(outputs[scale] * weights)
+        grads[scale] = tape.gradient(loss, layer.trainable_variables)
+    np.testing.assert_array_equal(outputs["transform"].numpy(), outputs[None].numpy())
+    scale = transforms.kernel_gradient_scale(tile_size)[:, :, None, None]
+    np.testing.assert_allclose(grads["transform"][0].numpy(), grads[None][0].numpy() * scale,
+                               rtol=1e-6, atol=1e-9 * np.abs(grads[None][0].numpy()).max())
+    assert np.abs(grads["transform"][0].numpy() - grads[None][0].numpy()).max() > 0
+    np.testing.assert_array_equal(grads["transform"][1].numpy(), grads[None][1].numpy())  # bias
+
+
+def test_sgd_at_f4_with_the_scaled_gradient_steps_at_the_spatial_scale():
+    """One SGD step on U from U = G g G^T against one on g, measured by how far each moves the
+    layer's output. At F(4x4) the plain gradient's step moves it ~100 times as far as the spatial
+    step through its part on {G g G^T} alone (and much further through the other directions);
+    the scaled gradient's step on {G g G^T} is within a few times of the spatial one, and the
+    whole step is hundreds of times shorter than the plain one."""
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.standard_normal((4, 12, 12, 8)), tf.float32)
+    target = tf.constant(rng.standard_normal((4, 12, 12, 8)), tf.float32)
+    g = keras.initializers.HeNormal(seed=2)((3, 3, 8, 8)).numpy()
+    _, G, _ = transforms.transform_matrices(4)
+    K = np.kron(G, G)
+    onto_kernels = K @ np.linalg.pinv(K)  # orthogonal projection onto {G g G^T}
+
+    def step(kernel, forward):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean((forward(kernel) - target) ** 2)
+        return -0.05 * tape.gradient(loss, kernel).numpy()
+
+    def conv(kernel):
+        return tf.nn.conv2d(x, kernel, 1, "SAME")
+
+    spatial_move = float(tf.norm(conv(step(tf.Variable(g), conv))))
+    moves = {}
+    for scale in ("transform", None):
+        layer = WinogradConv2D(8, tile_size=4, use_bias=False, kernel_gradient_scale=scale)
+        layer.build(x.shape)
+        layer.winograd_kernel.assign(transforms.kernel_to_winograd(g, 4).astype(np.float32))
+        du = step(layer.winograd_kernel, lambda _: layer(x))
+        on_kernels = (onto_kernels @ du.reshape(36, -1)).reshape(du.shape)
+        moves[scale] = [float(tf.norm(winograd_math.winograd_conv2d(
+            x, tf.constant(d, tf.float32), 4))) / spatial_move for d in (du, on_kernels)]
+    assert moves[None][1] > 20, moves
+    assert 0.2 < moves["transform"][1] < 5, moves
+    assert moves[None][0] > 100 * moves["transform"][0], moves
 
 
 def test_initialization_matches_conv2d_with_same_initializer():
@@ -185,6 +262,7 @@ def test_from_conv2d_rejects_unsupported(conv, match):
     (dict(filters=4, strides=2), "strides=2"), (dict(filters=4, dilation_rate=(2, 2)), "dilation_rate"),
     (dict(filters=4, tile_size=3), "tile_size=3"), (dict(filters=4, padding="causal"), "padding='causal'"),
     (dict(filters=4, winograd_relu="yes"), "winograd_relu='yes'"),
+    (dict(filters=4, kernel_gradient_scale="spatial"), "kernel_gradient_scale='spatial'"),
 ])
 def test_bad_arguments_raise_named_value_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -201,7 +279,8 @@ def test_too_small_valid_input_and_unknown_channels():
 def test_get_config_round_trips_every_argument():
     layer = WinogradConv2D(
         filters=7, tile_size=4, padding="valid", use_bias=False, activation="relu",
-        winograd_relu=True, kernel_initializer=keras.initializers.HeNormal(seed=3),
+        winograd_relu=True, kernel_gradient_scale=None,
+        kernel_initializer=keras.initializers.HeNormal(seed=3),
         bias_initializer="ones", kernel_regularizer=keras.regularizers.L2(1e-4),
         bias_regularizer=keras.regularizers.L1(1e-3), activity_regularizer=keras.regularizers.L2(1e-5),
         kernel_constraint=keras.constraints.MaxNorm(3.0), bias_constraint=keras.constraints.NonNeg(),
@@ -209,7 +288,8 @@ def test_get_config_round_trips_every_argument():
     config = layer.get_config()
     clone = WinogradConv2D.from_config(config)
     assert clone.get_config() == config
-    for key in ("filters", "tile_size", "padding", "use_bias", "winograd_relu", "name"):
+    for key in ("filters", "tile_size", "padding", "use_bias", "winograd_relu",
+                "kernel_gradient_scale", "name"):
         assert getattr(clone, key) == getattr(layer, key)
     assert clone.activation is keras.activations.relu
     assert isinstance(clone.kernel_initializer, keras.initializers.HeNormal)

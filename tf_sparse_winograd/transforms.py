@@ -143,6 +143,20 @@ def transform_matrices(tile_size, dtype=np.float64):
     return winograd_transforms(tile_size).as_numpy(dtype)
 
 
+def kernel_gradient_scale(tile_size):
+    """|G_i|^2 |G_j|^2 for every Winograd coordinate (i, j): an (a, a) float64 array.
+
+    It is the diagonal of K K^T, K = G (x) G (U = G g G^T = K g). SGD on the spatial kernel g
+    moves U by K K^T times U's gradient; plain SGD on U moves it by the gradient itself, so its
+    step on coordinate (i, j), relative to a spatial step, is 1 / (|G_i|^2 |G_j|^2): 1-1.8 at
+    F(2x2), but 1-750 at F(4x4), where G's rows are small (1/24, 1/12, 1/6) and A's large (2, 4,
+    8). Multiplying U's gradient by this array gives every coordinate a spatial step's scale.
+    """
+    _, G, _ = transform_matrices(tile_size)
+    row_norms = np.sum(G ** 2, axis=1)
+    return np.outer(row_norms, row_norms)
+
+
 def input_tile_size(tile_size):
     """a = m + 2: the side of an input tile and of the Winograd-domain kernel."""
     return check_tile_size(tile_size) + KERNEL_SIZE - 1

@@ -10,6 +10,7 @@ STRATEGIES = ("default", "mirrored", "multi_worker")
 LR_SCHEDULES = ("constant", "cosine", "step")
 OPTIMIZERS = ("sgd", "adam")
 PRUNING_METHODS = ("one_shot", "gradual")
+KERNEL_GRADIENT_SCALES = ("transform", "none")  # WinogradConv2D's: 'none' is its None.
 
 
 @dataclasses.dataclass
@@ -23,6 +24,7 @@ class TrainConfig:
     download: bool = False
     conv_type: str = "winograd_relu"
     tile_size: int = 2
+    kernel_gradient_scale: str = "transform"
     width: float = 0.25
     phase: str = "all"
     density: tuple = (0.4,)
@@ -61,7 +63,9 @@ class TrainConfig:
                                      ("strategy", self.strategy, STRATEGIES),
                                      ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
                                      ("optimizer", self.optimizer, OPTIMIZERS),
-                                     ("pruning", self.pruning, PRUNING_METHODS)):
+                                     ("pruning", self.pruning, PRUNING_METHODS),
+                                     ("kernel_gradient_scale", self.kernel_gradient_scale,
+                                      KERNEL_GRADIENT_SCALES)):
             if value not in choices:
                 raise ValueError(f"`{name}` must be one of {choices}. Received: {name}={value!r}")
         if self.batch_size <= 0:

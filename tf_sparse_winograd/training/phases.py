@@ -60,7 +60,9 @@ def _load_datasets(config):
 def build_model(config, info):
     return models.build_model(config.model, info["image_shape"], info["num_classes"],
                               config.conv_type, config.tile_size, config.weight_decay,
-                              config.width)
+                              config.width, kernel_gradient_scale=(
+                                  None if config.kernel_gradient_scale == "none"
+                                  else config.kernel_gradient_scale))
 
 
 def make_optimizer(config, steps, lr_factor=1.0):
