@@ -150,7 +150,9 @@ def kernel_gradient_scale(tile_size):
     moves U by K K^T times U's gradient; plain SGD on U moves it by the gradient itself, so its
     step on coordinate (i, j), relative to a spatial step, is 1 / (|G_i|^2 |G_j|^2): 1-1.8 at
     F(2x2), but 1-750 at F(4x4), where G's rows are small (1/24, 1/12, 1/6) and A's large (2, 4,
-    8). Multiplying U's gradient by this array gives every coordinate a spatial step's scale.
+    8). Multiplying U's gradient by this array brings those steps to about a spatial step's
+    scale on the transforms of 3x3 kernels (the diagonal of K K^T, not all of it: U's other
+    directions still move further than that).
     """
     _, G, _ = transform_matrices(tile_size)
     row_norms = np.sum(G ** 2, axis=1)

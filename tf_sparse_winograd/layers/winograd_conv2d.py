@@ -88,9 +88,10 @@ class WinogradConv2D(keras.layers.Layer):
 
     def __init__(self, filters, kernel_size=3, tile_size=2, padding="same", strides=1,
                  dilation_rate=1, use_bias=True, activation=None, winograd_relu=False,
-                 kernel_gradient_scale="transform", kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 kernel_regularizer=None, bias_regularizer=None, activity_regularizer=None,
-                 kernel_constraint=None, bias_constraint=None, **kwargs):
+                 kernel_gradient_scale="transform", kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, bias_regularizer=None,
+                 activity_regularizer=None, kernel_constraint=None, bias_constraint=None,
+                 **kwargs):
         super().__init__(activity_regularizer=activity_regularizer, **kwargs)
         if isinstance(filters, bool) or not isinstance(filters, (int, np.integer)) or filters <= 0:
             raise ValueError(f"`filters` must be a positive integer. Received: filters={filters!r}")
@@ -147,7 +148,7 @@ class WinogradConv2D(keras.layers.Layer):
         return self.add_bias_and_activation(outputs)
 
     def kernel_for_call(self):
-        """`winograd_kernel` in the compute dtype, its gradient scaled per `kernel_gradient_scale`."""
+        """`winograd_kernel` in the compute dtype, gradient scaled per `kernel_gradient_scale`."""
         kernel = tf.cast(self.winograd_kernel, self.compute_dtype)
         if self.kernel_gradient_scale is None:
             return kernel
