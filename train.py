@@ -31,9 +31,9 @@ flags.DEFINE_enum("conv_type", _D.conv_type, ["spatial", "winograd", "winograd_r
 flags.DEFINE_integer("tile_size", _D.tile_size, "Winograd output tile m of F(m x m, 3 x 3).")
 flags.DEFINE_enum("kernel_gradient_scale", _D.kernel_gradient_scale, ["transform", "none"],
                   "Winograd types: 'transform' scales the gradient of each Winograd-domain "
-                  "weight so that SGD steps like spatial SGD at any tile size (WinogradConv2D's "
-                  "default); 'none' keeps the plain gradient, which diverges at F(4x4) with "
-                  "learning rates that suit spatial training.")
+                  "weight so that a learning rate that suits spatial training suits F(4x4) too "
+                  "(WinogradConv2D's default); 'none' keeps the plain gradient, which diverges "
+                  "at F(4x4) with such learning rates.")
 flags.DEFINE_float("width", _D.width, "Channel multiplier of the network (1.0 = the paper's).")
 flags.DEFINE_enum("phase", _D.phase, ["dense", "prune", "retrain", "all"], "Phase(s) to run.")
 flags.DEFINE_list("density", [str(d) for d in _D.density],
