@@ -44,7 +44,6 @@ import dataclasses
 import gzip
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -320,18 +319,20 @@ def suspend(root):
 
 def _latest_checkpoint_only(directory):
     """A tarfile filter that leaves out the checkpoints older than the one the state file names
-    (the resume reads only that one; each is a few MB)."""
-    state = os.path.join(directory, "checkpoints", "checkpoint")
-    latest = None
-    if os.path.exists(state):
-        with open(state) as f:
-            found = re.search(r'model_checkpoint_path:\s*"([^"]+)"', f.read())
-        latest = found and os.path.basename(found.group(1))
+    (the resume reads only that one; each is a few MB). An unreadable state file keeps them all."""
+    from tf_sparse_winograd.training import checkpointing
+    try:
+        latest = checkpointing.state_checkpoint(directory)
+    except checkpointing.CheckpointError:
+        latest = None
+    if latest is None:
+        return lambda info: info
+    keep_prefix = os.path.basename(latest) + "."
 
     def keep(info):
         name = os.path.basename(info.name)
-        older = (latest and os.path.basename(os.path.dirname(info.name)) == "checkpoints"
-                 and re.match(r"ckpt-\d+\.", name) and not name.startswith(latest + "."))
+        older = (os.path.basename(os.path.dirname(info.name)) == checkpointing.CHECKPOINT_DIR
+                 and name != checkpointing.STATE_FILE and not name.startswith(keep_prefix))
         return None if older else info
     return keep
 

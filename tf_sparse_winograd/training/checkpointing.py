@@ -74,7 +74,7 @@ class PhaseCheckpoint:
         """
         checkpoints = os.path.join(self.directory, CHECKPOINT_DIR)
         logged = _last_logged_epoch(self.directory)
-        path = _state_checkpoint(self.directory)
+        path = state_checkpoint(self.directory)
         if path is None:
             found = checkpoint_epochs(self.directory)
             if found or (logged is not None and logged[0] > 0):
@@ -150,7 +150,7 @@ def _epoch_of(path):
     return int(match.group(1)) if match else None
 
 
-def _state_checkpoint(phase_dir):
+def state_checkpoint(phase_dir):
     """The checkpoint path the state file names, or None without a state file.
 
     Raises CheckpointError if the state file cannot be read or names no checkpoint.
