@@ -19,10 +19,12 @@ variants of the Winograd layers:
                   freedom per channel pair) while its gradient steps and L2 are still taken on U.
                   Against spatial it isolates the Winograd-domain geometry; against baseline,
                   the 7 (F(2x2)) extra degrees of freedom a free U has.
-  preconditioned  U stays free, but its gradient is multiplied by P = K K^T + (I - K K^+), with
-                  K = G (x) G: on the transforms of 3x3 kernels a gradient step moves U as a
-                  step on the spatial kernel g would (U = K g), on the other directions as
-                  plain SGD on U does. (The L2 on U is left as it is.)
+  preconditioned  U stays free, but its gradient is multiplied by P = K K^T + c (I - K K^+),
+                  with K = G (x) G and c = --complement_step: on the transforms of 3x3 kernels
+                  a gradient step moves U as a step on the spatial kernel g would (U = K g), on
+                  the other directions as plain SGD on U does, times c. c = 0 keeps a U that
+                  starts on {G g G^T} there: the layer trains as a 3x3 kernel would (with the
+                  Winograd-domain ReLU for winograd_relu). (The L2 on U is left as it is.)
   diagonal        U's gradient multiplied, per Winograd coordinate (i, j), by the diagonal of
                   K K^T, |G_i|^2 |G_j|^2: WinogradConv2D as it is (kernel_gradient_scale=
                   'transform', its default). Plain SGD on U takes steps up to 1/(|G_i|^2 |G_j|^2)
@@ -55,6 +57,9 @@ _LEARNING_RATE = flags.DEFINE_float("learning_rate", 0.05, "Learning rate (cosin
 _WEIGHT_DECAY = flags.DEFINE_float("weight_decay", 5e-4, "L2 on kernels.")
 _HOLDOUT = flags.DEFINE_integer("holdout_examples", 5000, "Held-out training examples.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed.")
+_COMPLEMENT_STEP = flags.DEFINE_float(
+    "complement_step", 1.0, "'preconditioned' only: c, the step on U's directions outside "
+    "{G g G^T} relative to plain SGD's.")
 flags.mark_flag_as_required("model_dir")
 
 
@@ -147,8 +152,9 @@ def winograd_layer_class(variant):
         def build(self, input_shape):
             super().build(input_shape)
             k = kron_g(self.tile_size)
-            self.preconditioner = tf.constant(k @ k.T + np.eye(len(k)) - range_projection(k),
-                                              tf.float32)
+            complement = np.eye(len(k)) - range_projection(k)
+            self.preconditioner = tf.constant(
+                k @ k.T + _COMPLEMENT_STEP.value * complement, tf.float32)
 
         def call(self, inputs):
             preconditioner = self.preconditioner
@@ -179,7 +185,8 @@ def main(argv):
         weight_decay=_WEIGHT_DECAY.value, holdout_examples=_HOLDOUT.value, seed=_SEED.value,
         max_train_examples=None, max_eval_examples=None, analysis_batches=0, phase="dense",
         data_source="idx", steps_per_execution=8, verbose=2)
-    values = dict(config.as_dict(), variant=_VARIANT.value, argv=" ".join(sys.argv))
+    values = dict(config.as_dict(), variant=_VARIANT.value,
+                  complement_step=_COMPLEMENT_STEP.value, argv=" ".join(sys.argv))
     results = training.run(config, flag_values=values)
     print(f"variant {_VARIANT.value}: held-out accuracy {results['dense']['eval_accuracy']:.4f}")
 
