@@ -63,8 +63,9 @@ _COMPLEMENT_STEP = flags.DEFINE_float(
 flags.mark_flag_as_required("model_dir")
 
 
-def winograd_layer_class(variant):
-    """The WinogradConv2D (sub)class the variant builds models with."""
+def winograd_layer_class(variant, complement_step=1.0):
+    """The WinogradConv2D (sub)class the variant builds models with (`complement_step`: c of
+    'preconditioned')."""
     import keras
     import numpy as np
     import tensorflow as tf
@@ -154,7 +155,7 @@ def winograd_layer_class(variant):
             k = kron_g(self.tile_size)
             complement = np.eye(len(k)) - range_projection(k)
             self.preconditioner = tf.constant(
-                k @ k.T + _COMPLEMENT_STEP.value * complement, tf.float32)
+                k @ k.T + complement_step * complement, tf.float32)
 
         def call(self, inputs):
             preconditioner = self.preconditioner
@@ -178,7 +179,7 @@ def main(argv):
     from tf_sparse_winograd import training
     from tf_sparse_winograd.models import conv_block
     # The model builders create their Winograd layers through conv_block.WinogradConv2D.
-    conv_block.WinogradConv2D = winograd_layer_class(_VARIANT.value)
+    conv_block.WinogradConv2D = winograd_layer_class(_VARIANT.value, _COMPLEMENT_STEP.value)
     config = training.TrainConfig(
         conv_type=_CONV_TYPE.value, tile_size=_TILE_SIZE.value, model_dir=_MODEL_DIR.value,
         epochs=(_EPOCHS.value, 0), learning_rate=_LEARNING_RATE.value,

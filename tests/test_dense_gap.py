@@ -1,5 +1,6 @@
-"""experiments/dense_gap.py: its 'projected' and 'preconditioned' Winograd layers do what the
-docs/results.md diagnosis says they do, checked against tf.nn.conv2d and explicit matrices.
+"""experiments/dense_gap.py: its 'projected' and 'preconditioned' Winograd layers (the latter at
+several --complement_step values) do what the docs/results.md diagnosis says they do, checked
+against tf.nn.conv2d and explicit matrices.
 
 Run in a fresh interpreter: the script defines absl flags that train.py's tests define too.
 """
@@ -38,8 +39,8 @@ for tile in (2, 4):
 
     # preconditioned: same forward pass; U's gradient is P times plain SGD's, and its part on
     # {G g G^T} is K times the spatial kernel's gradient when U = G g G^T.
-    for relu in (False, True):
-        layer = dense_gap.winograd_layer_class("preconditioned")(
+    for relu, c in ((False, 1.0), (True, 1.0), (True, 0.0), (False, 0.005)):
+        layer = dense_gap.winograd_layer_class("preconditioned", complement_step=c)(
             filters=4, tile_size=tile, winograd_relu=relu, use_bias=False)
         plain = WinogradConv2D(filters=4, tile_size=tile, winograd_relu=relu, use_bias=False,
                                kernel_gradient_scale=None)
@@ -51,9 +52,11 @@ for tile in (2, 4):
         assert np.array_equal(y.numpy(), y_plain.numpy())
         grad = tape.gradient(loss, layer.winograd_kernel).numpy().reshape(a2, -1)
         grad_plain = tape.gradient(loss_plain, plain.winograd_kernel).numpy().reshape(a2, -1)
-        P = K @ K.T + np.eye(a2) - in_range
+        P = K @ K.T + c * (np.eye(a2) - in_range)
         err = np.abs(grad - P @ grad_plain).max() / np.abs(grad).max()
-        assert err < 1e-5, ("preconditioned gradient", tile, relu, err)
+        assert err < 1e-5, ("preconditioned gradient", tile, relu, c, err)
+        if c == 0:  # No step off {G g G^T}.
+            assert np.abs(grad - in_range @ grad).max() < 1e-5 * np.abs(grad).max()
     g = np.random.default_rng(7).normal(size=(3, 3, 3, 4))
     layer = dense_gap.winograd_layer_class("preconditioned")(filters=4, tile_size=tile,
                                                              use_bias=False)
