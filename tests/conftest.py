@@ -15,3 +15,13 @@ import pytest  # noqa: E402  pylint: disable=wrong-import-position
 def _clear_keras_state_after_module():
     yield
     keras.backend.clear_session()  # also runs gc.collect() (free_memory=True)
+
+
+@pytest.fixture
+def isa_restored():
+    """Puts back the op's kernel choice (ops.set_isa) after a test that forces one with
+    support.use_isa."""
+    from tf_sparse_winograd import ops  # pylint: disable=import-outside-toplevel
+    saved = ops.set_isa("auto")
+    yield
+    ops.set_isa(saved)

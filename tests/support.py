@@ -1,4 +1,5 @@
-"""What several test files share: fresh interpreters, train.py runs, generated IDX data.
+"""What several test files share: fresh interpreters, train.py runs, generated IDX data,
+the op's kernels forced one at a time.
 
 Imported by the tests as `support` (pytest puts tests/ on sys.path); not part of the package.
 """
@@ -22,6 +23,18 @@ TINY_TRAIN_FLAGS = ["--width=0.0625", "--batch_size=16", "--max_train_examples=6
                     "--max_eval_examples=32", "--analysis_batches=1", "--verbose=0",
                     "--epochs=1,1", "--learning_rate=0.02"]
 
+
+# The op's kernels, in the order ops.cpu_isas() lists them; a CPU runs a prefix of them.
+ISAS = ("generic", "avx2", "avx512")
+
+
+def use_isa(isa):
+    """Forces the op's kernel of `isa` for the rest of the test (the conftest fixture
+    isa_restored undoes it); skips the test if this CPU lacks the instruction set."""
+    from tf_sparse_winograd import ops  # pylint: disable=import-outside-toplevel
+    if isa not in ops.cpu_isas():
+        pytest.skip(f"this CPU does not run the {isa} kernel")
+    ops.set_isa(isa)
 
 def fast_sample(cases, every):
     """`cases` as pytest params: every `every`-th in the fast tier, the others marked slow, so

@@ -21,6 +21,8 @@ from tf_sparse_winograd.ops import loader
 from tf_sparse_winograd.ops import transform_header
 
 import support
+from support import ISAS
+from support import use_isa
 from winograd_reference import assert_close
 from winograd_reference import numpy_max_pool_2x2
 from winograd_reference import numpy_winograd_conv2d
@@ -43,7 +45,6 @@ def relative_error(actual, expected, bound):
     return float(np.max(np.abs(np.asarray(actual, np.float64) - expected) / (bound + 1e-30)))
 
 
-ISAS = ("generic", "avx2", "avx512")
 # .ci/sanitizers.sh sets TFSW_TEST_OP_LIBRARY_ONLY=1: the comparisons of the package's pure-TF
 # path (no op library in it) are then left out; under AddressSanitizer, tracing its tf.functions
 # took most of the run.
@@ -57,18 +58,7 @@ RTOL = 1e-5
 CONV_RTOL = {2: 1e-5, 4: 1e-4, 6: 1e-3}
 
 
-def use_isa(isa):
-    """Forces the kernel of `isa` (the _restore_isa fixture undoes it); skips if the CPU lacks it."""
-    if isa not in ops.cpu_isas():
-        pytest.skip(f"this CPU does not run the {isa} kernel")
-    ops.set_isa(isa)
-
-
-@pytest.fixture(autouse=True)
-def _restore_isa():
-    saved = ops.set_isa("auto")
-    yield
-    ops.set_isa(saved)
+pytestmark = pytest.mark.usefixtures("isa_restored")  # tests force kernels with use_isa
 
 
 def run_op(x, u, bias, tile_size, padding, winograd_relu, activation, isa=None,

@@ -18,7 +18,8 @@ import tensorflow as tf
 from tf_sparse_winograd import ops
 from test_op import (RTOL, _grouped_rows_kernel, _kernel_of_rows, _mixed_rows_kernel,
                      assert_close, numpy_winograd_conv2d, random_winograd_kernel, relative_error,
-                     same_conv_reference, use_isa)
+                     same_conv_reference)
+from support import use_isa
 
 # The instruction sets with generated products.
 JIT_ISAS = ("avx2", "avx512")
@@ -27,11 +28,7 @@ JIT_ISAS = ("avx2", "avx512")
 PATHS_RTOL = 2 * RTOL
 
 
-@pytest.fixture(autouse=True)
-def _restore_isa():
-    saved = ops.set_isa("auto")
-    yield
-    ops.set_isa(saved)
+pytestmark = pytest.mark.usefixtures("isa_restored")  # tests force kernels with use_isa
 
 
 def conv(x, packed, products, **kwargs):

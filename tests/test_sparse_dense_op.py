@@ -10,24 +10,12 @@ import pytest
 import tensorflow as tf
 
 import support
+from support import ISAS
+from support import use_isa
 from tf_sparse_winograd import layers
 from tf_sparse_winograd import ops
 
-ISAS = ("generic", "avx2", "avx512")
-
-
-def use_isa(isa):
-    """Forces the kernel of `isa` (the _restore_isa fixture undoes it); skips if the CPU lacks it."""
-    if isa not in ops.cpu_isas():
-        pytest.skip(f"this CPU does not run the {isa} kernel")
-    ops.set_isa(isa)
-
-
-@pytest.fixture(autouse=True)
-def _restore_isa():
-    saved = ops.set_isa("auto")
-    yield
-    ops.set_isa(saved)
+pytestmark = pytest.mark.usefixtures("isa_restored")  # tests force kernels with use_isa
 
 
 def _random_case(rng, batch, in_features, units, density):
