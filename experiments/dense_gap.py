@@ -30,6 +30,11 @@ variants of the Winograd layers:
                   'transform', its default). Plain SGD on U takes steps up to 1/(|G_i|^2 |G_j|^2)
                   times a spatial step's: 1-1.8x at F(2x2), 1-750x at F(4x4). (The L2 on U is
                   left as it is.)
+  diagonal_l2     'diagonal', and the L2 on U weighted by the same |G_i|^2 |G_j|^2, so that its
+                  gradient is scaled as the loss's is (preconditioned SGD on the loss as written).
+                  Under 'diagonal' the L2's gradient is not scaled: on the coordinates whose data
+                  gradient is scaled down (to 1/750 at F(4x4)) the L2 pulls up to 750 times as
+                  hard relative to the data, which may hold those coordinates near zero.
 
 Every variant but 'diagonal' keeps U's plain gradient (kernel_gradient_scale=None), as the layer
 had when the first of these runs were made.
@@ -45,7 +50,8 @@ import sys
 from absl import app
 from absl import flags
 
-VARIANTS = ("baseline", "winograd_bias", "iid_init", "projected", "preconditioned", "diagonal")
+VARIANTS = ("baseline", "winograd_bias", "iid_init", "projected", "preconditioned", "diagonal",
+            "diagonal_l2")
 
 _VARIANT = flags.DEFINE_enum("variant", "baseline", VARIANTS, "Which Winograd layer variant.")
 _CONV_TYPE = flags.DEFINE_enum("conv_type", "winograd_relu",
@@ -75,6 +81,29 @@ def winograd_layer_class(variant, complement_step=1.0):
 
     if variant == "diagonal":
         return WinogradConv2D
+
+    class ScaledL2(keras.regularizers.Regularizer):
+        """l2 * sum(scale * w^2): an L2 whose gradient is scaled per Winograd coordinate."""
+
+        def __init__(self, l2, scale):
+            self.l2 = l2
+            self.scale = tf.constant(scale[:, :, None, None], tf.float32)
+
+        def __call__(self, w):
+            return self.l2 * tf.reduce_sum(self.scale * tf.square(w))
+
+    class DiagonalL2WinogradConv2D(WinogradConv2D):
+        """WinogradConv2D (scaled gradient) with its L2 weighted by the same scale."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if self.kernel_regularizer is not None:
+                self.kernel_regularizer = ScaledL2(
+                    float(self.kernel_regularizer.l2),
+                    transforms.kernel_gradient_scale(self.tile_size))
+
+    if variant == "diagonal_l2":
+        return DiagonalL2WinogradConv2D
 
     class PlainGradientWinogradConv2D(WinogradConv2D):
         """WinogradConv2D with the plain gradient on U (kernel_gradient_scale=None): the layer as

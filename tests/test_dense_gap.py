@@ -1,6 +1,6 @@
-"""experiments/dense_gap.py: its 'projected' and 'preconditioned' Winograd layers (the latter at
-several --complement_step values) do what the docs/results.md diagnosis says they do, checked
-against tf.nn.conv2d and explicit matrices.
+"""experiments/dense_gap.py: its 'projected', 'preconditioned' (at several --complement_step
+values) and 'diagonal_l2' Winograd layers do what the docs/results.md diagnosis says they do,
+checked against tf.nn.conv2d and explicit matrices.
 
 Run in a fresh interpreter: the script defines absl flags that train.py's tests define too.
 """
@@ -76,6 +76,21 @@ for tile in (2, 4):
     assert baseline.kernel_gradient_scale is None
     assert baseline.get_config()["kernel_gradient_scale"] is None
     assert dense_gap.winograd_layer_class("diagonal") is WinogradConv2D
+
+    # diagonal_l2: the gradient of the L2 on U is 2 l2 |G_i|^2 |G_j|^2 U (explicit rows of G),
+    # where the layer's plain L2 gives 2 l2 U; the data gradient is the same scaled one.
+    import keras
+    weighted = dense_gap.winograd_layer_class("diagonal_l2")(
+        filters=4, tile_size=tile, use_bias=False, kernel_regularizer=keras.regularizers.L2(0.3))
+    weighted(x)
+    weighted.winograd_kernel.assign(free.astype(np.float32))
+    with tf.GradientTape() as tape:
+        penalty = tf.add_n(weighted.losses)
+    grad = tape.gradient(penalty, weighted.winograd_kernel).numpy()
+    scale = np.outer(np.sum(G ** 2, 1), np.sum(G ** 2, 1))[:, :, None, None]
+    err = np.abs(grad - 2 * 0.3 * scale * free).max() / np.abs(grad).max()
+    assert err < 1e-5, ("diagonal_l2 penalty gradient", tile, err)
+    assert scale.min() < 0.9 * scale.max()  # the weighting is not uniform
 print("dense_gap checks passed")
 """
 
