@@ -36,6 +36,7 @@ def use_isa(isa):
         pytest.skip(f"this CPU does not run the {isa} kernel")
     ops.set_isa(isa)
 
+
 def fast_sample(cases, every):
     """`cases` as pytest params: every `every`-th in the fast tier, the others marked slow, so
     that `pytest -m "not slow"` still runs a spread of a large grid."""

@@ -9,6 +9,7 @@ import support
 
 _CHECKS = r"""
 import sys
+import keras
 import numpy as np
 import tensorflow as tf
 sys.path.insert(0, "experiments")
@@ -79,7 +80,6 @@ for tile in (2, 4):
 
     # diagonal_l2: the gradient of the L2 on U is 2 l2 |G_i|^2 |G_j|^2 U (explicit rows of G),
     # where the layer's plain L2 gives 2 l2 U; the data gradient is the same scaled one.
-    import keras
     weighted = dense_gap.winograd_layer_class("diagonal_l2")(
         filters=4, tile_size=tile, use_bias=False, kernel_regularizer=keras.regularizers.L2(0.3))
     weighted(x)
