@@ -45,6 +45,11 @@ flags.DEFINE_integer("prune_filter_block", _D.prune_filter_block,
                      "Prune blocks of this many consecutive filters (output units) together per "
                      "weight position; 4 lets the sparse op run 4 filters at a time. 1: single "
                      "weights (the paper).")
+flags.DEFINE_enum("prune_criterion", _D.prune_criterion, list(config_lib.PRUNE_CRITERIA),
+                  "magnitude: keep the largest |w| (the paper). normalized_magnitude: keep the "
+                  "largest |U_ij| / (|G_i| |G_j|) in Winograd layers, so that F(4x4) and F(6x6) "
+                  "do not lose whole Winograd coordinates to their transform's scale at low "
+                  "density (docs/results.md); spatial and dense layers rank by |w| either way.")
 flags.DEFINE_enum("pruning", _D.pruning, ["one_shot", "gradual"],
                   "one_shot: prune the dense model to the density at once, then retrain with the "
                   "masks fixed (the paper). gradual: raise the sparsity from 0 along tfmot's "

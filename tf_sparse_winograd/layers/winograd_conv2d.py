@@ -178,6 +178,14 @@ class WinogradConv2D(keras.layers.Layer):
         """The weights that pruning acts on: the Winograd-domain kernel (the paper's method)."""
         return [self.winograd_kernel]
 
+    def get_pruning_scales(self):
+        """|G_i| |G_j| for Winograd coordinate (i, j), shaped (a, a, 1, 1): the most a unit 3x3
+        kernel can put there (|G_i g G_j^T| <= |G_i| |G_j| |g|). At F(4x4) it spans 0.036 to 1,
+        so plain magnitude pruning removes the coordinates of G's short rows first, whole, for
+        their scale alone; the normalized criterion ranks |U_ij| / (|G_i| |G_j|) instead."""
+        scale = np.sqrt(transforms.kernel_gradient_scale(self.tile_size))
+        return [scale[:, :, np.newaxis, np.newaxis]]
+
     def load_own_variables(self, store):
         """Keras' loading of a saved kernel, after checking that it fits the config's tile_size
         (a file whose config and weights disagree would otherwise fail with a bare shape

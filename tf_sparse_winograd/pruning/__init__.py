@@ -6,6 +6,7 @@ schedule objects are nevertheless accepted wherever a schedule is expected. The 
 the package looks at pruned models.
 """
 
+from tf_sparse_winograd.pruning.prunable_layer import CRITERIA
 from tf_sparse_winograd.pruning.prunable_layer import PrunableLayer
 from tf_sparse_winograd.pruning.prunable_layer import get_prunable_weights
 from tf_sparse_winograd.pruning.prunable_layer import register_layer

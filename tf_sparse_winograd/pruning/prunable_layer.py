@@ -10,11 +10,18 @@ The registry also records which prunable layers are convolutions (for `skip_firs
 paper's unpruned first convolution): Keras' convolutions, and whatever is registered with
 `convolution=True` (`WinogradConv2D` registers itself). Biases and normalisation parameters are
 never pruned.
+
+A prunable layer may also say how its weights' entries compare in size, for the normalized
+magnitude criterion (`criterion="normalized_magnitude"`): `get_pruning_scales()` returns, for each
+prunable weight, None or positive values broadcastable to it by which |w| is divided before
+ranking (`WinogradConv2D`: |G_i| |G_j| per Winograd coordinate). Layers without it are ranked by
+plain magnitude under either criterion.
 """
 
 import abc
 
 import keras
+import numpy as np
 
 
 class PrunableLayer(abc.ABC):
@@ -95,3 +102,45 @@ def get_prunable_weights(layer):
         variable = getattr(layer, f"_{name}", None)
         variables.append(variable if isinstance(variable, keras.Variable) else getattr(layer, name))
     return variables
+
+
+CRITERIA = ("magnitude", "normalized_magnitude")
+
+
+def check_criterion(criterion):
+    """Returns `criterion` if it is one of CRITERIA; raises a ValueError naming it otherwise."""
+    if criterion not in CRITERIA:
+        raise ValueError(f"`criterion` must be one of {CRITERIA}. Received: "
+                         f"criterion={criterion!r}")
+    return criterion
+
+
+def get_pruning_scales(layer, criterion):
+    """One entry per prunable weight of `layer`: None (rank by |w|) or the values dividing |w|.
+
+    Under "magnitude" every entry is None; under "normalized_magnitude" they are the layer's
+    `get_pruning_scales()`, checked to be positive and broadcastable to their weights.
+    """
+    weights = get_prunable_weights(layer)
+    if check_criterion(criterion) == "magnitude" \
+            or not callable(getattr(layer, "get_pruning_scales", None)):
+        return [None] * len(weights)
+    scales = list(layer.get_pruning_scales())
+    if len(scales) != len(weights):
+        raise ValueError(f"{type(layer).__name__}.get_pruning_scales() returned {len(scales)} "
+                         f"entries for {len(weights)} prunable weights (layer {layer.name!r}).")
+    checked = []
+    for weight, scale in zip(weights, scales):
+        if scale is not None:
+            scale = np.asarray(scale, dtype=np.float64)
+            try:
+                np.broadcast_to(scale, tuple(weight.shape))
+            except ValueError:
+                raise ValueError(f"{type(layer).__name__}.get_pruning_scales(): a scale of shape "
+                                 f"{scale.shape} does not broadcast to the weight's shape "
+                                 f"{tuple(weight.shape)} (layer {layer.name!r}).") from None
+            if not np.all(np.isfinite(scale) & (scale > 0)):
+                raise ValueError(f"{type(layer).__name__}.get_pruning_scales(): scales must be "
+                                 f"positive and finite (layer {layer.name!r}).")
+        checked.append(scale)
+    return checked

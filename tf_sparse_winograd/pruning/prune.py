@@ -61,7 +61,8 @@ def _first_convolution(model):
 
 
 def prune_low_magnitude(to_prune, pruning_schedule=schedules.ConstantSparsity(0.5, 0),
-                        skip_first_conv=False, block_size=(1, 1), **kwargs):
+                        skip_first_conv=False, block_size=(1, 1), criterion="magnitude",
+                        **kwargs):
     """Wraps prunable layers in `PruneLowMagnitude` (tfmot's API, for Keras 3).
 
     Args:
@@ -78,19 +79,25 @@ def prune_low_magnitude(to_prune, pruning_schedule=schedules.ConstantSparsity(0.
         here by default, as in tfmot).
       block_size: (rows, cols) blocks of each weight's last two axes pruned whole (see
         `PruneLowMagnitude`); (1, 4) lets the sparse op run 4 filters at a time.
+      criterion: "magnitude" (rank by |w|, the paper) or "normalized_magnitude" (rank by |w|
+        divided by each layer's `get_pruning_scales()`: |U_ij| / (|G_i| |G_j|) for Winograd
+        kernels, where plain magnitude would prune F(4x4)'s coordinates of small |G_i| whole).
       **kwargs: passed to the wrapper when `to_prune` is a single layer.
 
     Returns:
       The wrapped layer, list or model. Non-prunable layers, and layers whose schedule resolves to
       None, are left as they are. Layers already wrapped are kept.
     """
+    prunable_layer.check_criterion(criterion)
+
     def wrap(layer, **extra):
         if isinstance(layer, PruneLowMagnitude) or not prunable_layer.is_prunable(layer):
             return layer
         schedule = _resolve(pruning_schedule, layer)
         if schedule is None:
             return layer
-        return PruneLowMagnitude(layer, pruning_schedule=schedule, block_size=block_size, **extra)
+        return PruneLowMagnitude(layer, pruning_schedule=schedule, block_size=block_size,
+                                 criterion=criterion, **extra)
 
     if isinstance(to_prune, (list, tuple)):
         return [wrap(layer) for layer in to_prune]
@@ -129,14 +136,16 @@ def _density_for(spec, layer):
     return spec
 
 
-def prune_to_density(model, density, skip_first_conv=True, block_size=(1, 1)):
+def prune_to_density(model, density, skip_first_conv=True, block_size=(1, 1),
+                     criterion="magnitude"):
     """The paper's one-shot step: prune every prunable layer to `density` by magnitude, now.
 
     Each prunable weight keeps exactly max(1, round(density * size)) entries, the largest in
-    absolute value (ties: lower flat index first). The returned model is wrapped for retraining
-    with the masks fixed: its schedule is `ConstantSparsity(1 - density, 0, end_step=0)` and its
-    pruning step is already 1, so training never recomputes the masks, and the optimizer keeps the
-    pruned weights at exactly zero.
+    absolute value (ties: lower flat index first), or under `criterion="normalized_magnitude"`
+    the largest |w| / scale (see `prune_low_magnitude`). The returned model is wrapped for
+    retraining with the masks fixed: its schedule is `ConstantSparsity(1 - density, 0,
+    end_step=0)` and its pruning step is already 1, so training never recomputes the masks, and
+    the optimizer keeps the pruned weights at exactly zero.
 
     Args:
       model: a built Sequential or functional model; pruning wrappers already in it are stripped
@@ -147,6 +156,7 @@ def prune_to_density(model, density, skip_first_conv=True, block_size=(1, 1)):
       block_size: (rows, cols) blocks of each weight's last two axes pruned whole; the density is
         then that of the blocks, max(1, round(density * blocks)) of them kept, scored by mean |w|.
         (1, 4) on Winograd kernels prunes 4 filters together (faster in the sparse op).
+      criterion: "magnitude" or "normalized_magnitude" (see `prune_low_magnitude`).
 
     Returns:
       A new model with `PruneLowMagnitude` wrappers; compile it and train with
@@ -168,7 +178,8 @@ def prune_to_density(model, density, skip_first_conv=True, block_size=(1, 1)):
 
     block_size = pruning_impl.check_block_size(block_size)
     pruned = prune_low_magnitude(model, pruning_schedule=schedule_for,
-                                 skip_first_conv=skip_first_conv, block_size=block_size)
+                                 skip_first_conv=skip_first_conv, block_size=block_size,
+                                 criterion=criterion)
     for wrapper in view.collect_prunable_layers(pruned):
         d = densities[wrapper.layer.name]
         keeps = [max(1, int(round(d * pruning_impl.num_blocks(tuple(w.shape), block_size))))

@@ -8,6 +8,11 @@ Mask rule: to keep density d of a tensor of n elements, keep exactly k = max(1, 
 them, the k largest in absolute value; among equal magnitudes the element with the lower flat
 (row-major) index is kept, so the result is deterministic and its density is exact.
 
+Normalized magnitude (`scale`, one positive array per weight, broadcastable to it): entries are
+ranked by |w| / scale instead of |w|, so that coordinates which a layer's parametrisation makes
+systematically smaller (a Winograd kernel's, by its transform's row norms) are not pruned for
+that alone. The threshold is then in those units.
+
 Block pruning (`block_size` = (rows, cols) over the last two axes, tfmot's convention with AVG
 pooling): the weight is cut into blocks of rows x cols entries of its last two axes (partial
 blocks at the ends), each block scored by the mean |w| of its entries, and k of the n blocks kept
@@ -87,22 +92,27 @@ def num_blocks(shape, block_size):
     return lead * -(-int(shape[-2]) // rows) * -(-int(shape[-1]) // cols)
 
 
-def block_magnitude_mask(weights, keep, block_size):
-    """Returns (threshold, mask) keeping the `keep` blocks of largest mean |weights|.
+def block_magnitude_mask(weights, keep, block_size, scale=None):
+    """Returns (threshold, mask) keeping the `keep` blocks of largest mean |weights| / scale.
 
     Args:
       weights: a float tensor with a static shape, rank >= 2 unless block_size is (1, 1).
       keep: int scalar, the number of blocks kept (clipped to [1, number of blocks]).
       block_size: (rows, cols) of a block over the last two axes.
+      scale: None (plain magnitude) or positive values broadcastable to `weights` dividing |w|
+        before blocks are scored (normalized magnitude).
 
     Returns:
-      threshold: the mean |w| of the smallest kept block, in weights.dtype.
+      threshold: the score of the smallest kept block, in weights.dtype.
       mask: 0/1 tensor of weights' shape and dtype, whole blocks on or off.
     """
+    weights = tf.convert_to_tensor(weights)
+    scores = tf.math.abs(weights)
+    if scale is not None:
+        scores = scores / tf.cast(scale, weights.dtype)
     rows, cols = block_size
     if rows == cols == 1:
-        return magnitude_mask(weights, keep)
-    weights = tf.convert_to_tensor(weights)
+        return magnitude_mask(scores, keep)
     shape = weights.shape.as_list()
     if len(shape) < 2:
         raise ValueError(f"Block pruning needs a weight of rank >= 2. Received: shape={shape}")
@@ -114,9 +124,8 @@ def block_magnitude_mask(weights, keep, block_size):
         x = tf.pad(tf.reshape(x, [lead, height, width]), padding)
         return tf.reduce_sum(tf.reshape(x, [lead, blocks_h, rows, blocks_w, cols]), axis=[2, 4])
 
-    magnitude = tf.math.abs(weights)
-    scores = block_sums(magnitude) / block_sums(tf.ones_like(magnitude))
-    threshold, block_mask = magnitude_mask(scores, keep)
+    block_scores = block_sums(scores) / block_sums(tf.ones_like(scores))
+    threshold, block_mask = magnitude_mask(block_scores, keep)
     mask = tf.repeat(tf.repeat(block_mask, rows, axis=1), cols, axis=2)[:, :height, :width]
     return threshold, tf.reshape(mask, shape)
 
@@ -169,18 +178,25 @@ class Pruning:
       pruning_schedule: callable step -> (should_prune, sparsity).
       block_size: (rows, cols) blocks over each weight's last two axes, kept or pruned whole;
         sparsity and keep counts then count blocks. (1, 1) prunes single entries.
+      scales: None (plain magnitude) or one entry per weight, each None or positive values
+        broadcastable to the weight that divide |w| before ranking (normalized magnitude).
     """
 
-    def __init__(self, step_fn, pruning_vars, pruning_schedule, block_size=(1, 1)):
+    def __init__(self, step_fn, pruning_vars, pruning_schedule, block_size=(1, 1), scales=None):
         self._step_fn = step_fn
         self._pruning_vars = list(pruning_vars)
         self._pruning_schedule = pruning_schedule
         self._block_size = check_block_size(block_size)
+        self._scales = [None] * len(self._pruning_vars) if scales is None else list(scales)
+        if len(self._scales) != len(self._pruning_vars):
+            raise ValueError(f"Expected {len(self._pruning_vars)} scales (one per pruned weight). "
+                             f"Received: {len(self._scales)}")
 
-    def _new_mask(self, value, keep_fn):
-        """(threshold, mask) of one weight, keeping keep_fn(number of blocks) blocks."""
+    def _new_mask(self, index, value, keep_fn):
+        """(threshold, mask) of weight `index`, keeping keep_fn(number of blocks) blocks."""
         blocks = num_blocks(value.shape.as_list(), self._block_size)
-        return block_magnitude_mask(value, keep_fn(blocks), self._block_size)
+        return block_magnitude_mask(value, keep_fn(blocks), self._block_size,
+                                    self._scales[index])
 
     @property
     def pruning_vars(self):
@@ -188,9 +204,9 @@ class Pruning:
 
     def _mask_update(self, strategy, keep_fn):
         updates = []
-        for weight, mask, threshold in self._pruning_vars:
+        for index, (weight, mask, threshold) in enumerate(self._pruning_vars):
             value = tf.convert_to_tensor(tf_variable(weight))
-            new_threshold, new_mask = self._new_mask(value, keep_fn)
+            new_threshold, new_mask = self._new_mask(index, value, keep_fn)
             updates.append(_assign(strategy, mask, new_mask))
             updates.append(_assign(strategy, threshold, new_threshold))
             with tf.control_dependencies(updates):
@@ -247,9 +263,10 @@ class Pruning:
 
         def fn(strategy):
             updates = []
-            for (weight, mask, threshold), keep in zip(self._pruning_vars, keep_counts):
+            for index, ((weight, mask, threshold), keep) in enumerate(
+                    zip(self._pruning_vars, keep_counts)):
                 value = tf.convert_to_tensor(tf_variable(weight))
-                new_threshold, new_mask = self._new_mask(value, lambda _, k=keep: k)
+                new_threshold, new_mask = self._new_mask(index, value, lambda _, k=keep: k)
                 updates.append(_assign(strategy, mask, new_mask))
                 updates.append(_assign(strategy, threshold, new_threshold))
                 with tf.control_dependencies(updates):

@@ -62,12 +62,16 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         their mean |w| (tfmot's `block_size` with AVG pooling); the schedule's sparsity is then a
         fraction of blocks. (1, 4) on a `WinogradConv2D` prunes 4 filters together per Winograd
         coordinate and input channel, which the sparse op runs faster. Default (1, 1).
+      criterion: "magnitude" (the paper: rank by |w|) or "normalized_magnitude" (rank by
+        |w| / the layer's `get_pruning_scales()`; for `WinogradConv2D` |U_ij| / (|G_i| |G_j|),
+        which keeps F(4x4) and F(6x6) kernels from losing whole Winograd coordinates at low
+        density; layers without scales are ranked by |w|).
       **kwargs: Keras layer arguments (`name`, `trainable`, `dtype`). The default name is
         `prune_low_magnitude_<layer name>`.
     """
 
     def __init__(self, layer, pruning_schedule=schedules.ConstantSparsity(0.5, 0),
-                 block_size=(1, 1), **kwargs):
+                 block_size=(1, 1), criterion="magnitude", **kwargs):
         if not isinstance(layer, keras.layers.Layer):
             raise ValueError("`layer` must be a keras.layers.Layer instance. "
                              f"Received: layer={layer!r}")
@@ -81,6 +85,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             pruning_schedule = schedules.deserialize(pruning_schedule)
         pruning_schedule = schedules.coerce_schedule(pruning_schedule)
         self.block_size = pruning_impl.check_block_size(block_size)
+        self.criterion = prunable_layer.check_criterion(criterion)
         kwargs.setdefault("name", f"prune_low_magnitude_{layer.name}")
         super().__init__(layer, **kwargs)
         self.pruning_schedule = pruning_schedule
@@ -115,7 +120,8 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         self.pruning_obj = pruning_impl.Pruning(
             step_fn=lambda: tf.convert_to_tensor(pruning_impl.tf_variable(self.pruning_step)),
             pruning_vars=triples, pruning_schedule=self.pruning_schedule,
-            block_size=self.block_size)
+            block_size=self.block_size,
+            scales=prunable_layer.get_pruning_scales(self.layer, self.criterion))
         self.built = True
 
     @property
@@ -159,6 +165,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
         config = super().get_config()
         config["pruning_schedule"] = schedules.serialize(self.pruning_schedule)
         config["block_size"] = list(self.block_size)
+        config["criterion"] = self.criterion
         return config
 
     @classmethod

@@ -4,6 +4,8 @@ import dataclasses
 import json
 import os
 
+from tf_sparse_winograd.pruning import prunable_layer
+
 PHASES = ("dense", "prune", "retrain")
 PHASE_CHOICES = PHASES + ("all",)
 STRATEGIES = ("default", "mirrored", "multi_worker")
@@ -11,6 +13,7 @@ LR_SCHEDULES = ("constant", "cosine", "step")
 OPTIMIZERS = ("sgd", "adam")
 PRUNING_METHODS = ("one_shot", "gradual")
 KERNEL_GRADIENT_SCALES = ("transform", "none")  # WinogradConv2D's: 'none' is its None.
+PRUNE_CRITERIA = prunable_layer.CRITERIA
 
 
 @dataclasses.dataclass
@@ -31,6 +34,7 @@ class TrainConfig:
     prune_first_conv: bool = False
     prune_dense: bool = False
     prune_filter_block: int = 1
+    prune_criterion: str = "magnitude"
     pruning: str = "one_shot"
     epochs: tuple = (2, 1)
     batch_size: int = 64
@@ -64,6 +68,7 @@ class TrainConfig:
                                      ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
                                      ("optimizer", self.optimizer, OPTIMIZERS),
                                      ("pruning", self.pruning, PRUNING_METHODS),
+                                     ("prune_criterion", self.prune_criterion, PRUNE_CRITERIA),
                                      ("kernel_gradient_scale", self.kernel_gradient_scale,
                                       KERNEL_GRADIENT_SCALES)):
             if value not in choices:
@@ -88,9 +93,12 @@ class TrainConfig:
     @property
     def density_tag(self):
         """Names the prune/retrain directories: 'd0.4', or 'd0.5-0.4-...' for per-layer values;
-        '-b4' appended when filters are pruned in blocks of 4 (so no run resumes another's)."""
+        '-b4' appended when filters are pruned in blocks of 4, '-normalized' under the
+        normalized magnitude criterion (so no run resumes another's)."""
         tag = "d" + "-".join(f"{d:g}" for d in self.density)
-        return tag if self.prune_filter_block == 1 else f"{tag}-b{self.prune_filter_block}"
+        if self.prune_filter_block != 1:
+            tag += f"-b{self.prune_filter_block}"
+        return tag + ("-normalized" if self.prune_criterion == "normalized_magnitude" else "")
 
     @property
     def phases(self):

@@ -114,7 +114,8 @@ def density_by_layer(model, config):
 
 def _prune(model, config):
     return pruning.prune_to_density(model, density_by_layer(model, config), skip_first_conv=False,
-                                    block_size=(1, config.prune_filter_block))
+                                    block_size=(1, config.prune_filter_block),
+                                    criterion=config.prune_criterion)
 
 
 def gradual_schedule_steps(total_steps):
@@ -134,7 +135,8 @@ def _prune_gradually(model, config, total_steps):
                                                end_step=end_step, frequency=frequency)
                  for name, density in density_by_layer(model, config).items()}
     return pruning.prune_low_magnitude(model, pruning_schedule=schedules,
-                                       block_size=(1, config.prune_filter_block))
+                                       block_size=(1, config.prune_filter_block),
+                                    criterion=config.prune_criterion)
 
 
 class DensitySummaries(keras.callbacks.Callback):
