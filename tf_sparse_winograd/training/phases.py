@@ -136,7 +136,7 @@ def _prune_gradually(model, config, total_steps):
                  for name, density in density_by_layer(model, config).items()}
     return pruning.prune_low_magnitude(model, pruning_schedule=schedules,
                                        block_size=(1, config.prune_filter_block),
-                                    criterion=config.prune_criterion)
+                                       criterion=config.prune_criterion)
 
 
 class DensitySummaries(keras.callbacks.Callback):
