@@ -49,14 +49,14 @@ def main(argv):
                                     width=0.25, seed=_SEED.value,
                                     model_dir=f"{_RUNS.value}/{_ARCH.value}/seed{_SEED.value}")
     dense = phases.restore_model(config, "dense")
-    images, _ = data.load_dataset(config.dataset, "train", 500, max_examples=_EXAMPLES.value,
+    dataset, _ = data.load_dataset(config.dataset, "train", 500, max_examples=_EXAMPLES.value,
                                   source=config.data_source, data_dir=config.data_dir)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     names = phases.prunable_candidates(dense, config)
 
     def accuracy(model):
         model.compile(loss=loss, metrics=["accuracy"])
-        return float(model.evaluate(images, verbose=0)[1])
+        return float(model.evaluate(dataset, verbose=0)[1])
 
     result = {"arch": _ARCH.value, "seed": _SEED.value, "examples": _EXAMPLES.value,
               "dense_accuracy": accuracy(dense), "pruned": []}

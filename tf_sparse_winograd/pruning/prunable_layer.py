@@ -115,13 +115,13 @@ def check_criterion(criterion):
     return criterion
 
 
-def get_pruning_scales(layer, criterion):
-    """One entry per prunable weight of `layer`: None (rank by |w|) or the values dividing |w|.
+def get_pruning_scales(layer, weights, criterion):
+    """One entry per prunable weight: None (rank by |w|) or the values dividing |w|.
 
-    Under "magnitude" every entry is None; under "normalized_magnitude" they are the layer's
-    `get_pruning_scales()`, checked to be positive and broadcastable to their weights.
+    `weights` are `layer`'s prunable weights (`get_prunable_weights(layer)`). Under "magnitude"
+    every entry is None; under "normalized_magnitude" they are the layer's `get_pruning_scales()`,
+    checked to be positive and broadcastable to their weights.
     """
-    weights = get_prunable_weights(layer)
     if check_criterion(criterion) == "magnitude" \
             or not callable(getattr(layer, "get_pruning_scales", None)):
         return [None] * len(weights)

@@ -121,7 +121,7 @@ class PruneLowMagnitude(keras.layers.Wrapper):
             step_fn=lambda: tf.convert_to_tensor(pruning_impl.tf_variable(self.pruning_step)),
             pruning_vars=triples, pruning_schedule=self.pruning_schedule,
             block_size=self.block_size,
-            scales=prunable_layer.get_pruning_scales(self.layer, self.criterion))
+            scales=prunable_layer.get_pruning_scales(self.layer, weights, self.criterion))
         self.built = True
 
     @property
